@@ -1,0 +1,151 @@
+"""The ``glassbench`` command: a click group whose sub-commands load lazily.
+
+Lazy loading keeps ``glassbench sql`` and ``glassbench report`` free of heavy imports: each
+sub-command module is imported only when it is invoked (or listed in ``--help``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from glassbench import __version__
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from glassbench.settings import Settings
+
+# name -> "module:attribute"; every entry is a click command or group.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "db": ("glassbench.commands.db", "Database schema: upgrade, downgrade, current, check."),
+    "mlip": ("glassbench.commands.mlip", "Register and list MLIPs."),
+    "sql": ("glassbench.commands.sql", "Run a read-only SQL query."),
+    "ingest": ("glassbench.commands.ingest", "Bring results from files into the database."),
+    "analyze": ("glassbench.commands.analyze", "Structural analysis of a structure file."),
+    "run": ("glassbench.commands.run", "Run simulations with live ingest."),
+    "campaign": ("glassbench.commands.campaign", "Run or inspect a campaign matrix."),
+    "report": ("glassbench.commands.report", "Generate or schedule reports."),
+    "demo": ("glassbench.commands.demo", "Run the whole system on embedded defaults."),
+}
+
+
+class LazyGroup(click.Group):
+    """A group that imports a sub-command's module only when that sub-command is needed."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        module_name, _ = COMMANDS[cmd_name]
+        module = importlib.import_module(module_name)
+        cmd = getattr(module, "cli", None)
+        if not isinstance(cmd, click.Command):
+            raise RuntimeError(f"{module_name}.cli is not a click command")
+        return cmd
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Help lists the short descriptions without importing every module.
+        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@dataclass
+class AppContext:
+    """Built once by the root group and handed to every sub-command as ``ctx.obj``."""
+
+    db_url: str | None = None
+    verbose: bool = False
+    _settings: Settings | None = field(default=None, repr=False)
+    _engine: Engine | None = field(default=None, repr=False)
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            from glassbench.settings import get_settings
+
+            try:
+                self._settings = get_settings(database_url=self.db_url)
+            except Exception as exc:  # pydantic validation of --db / env
+                from glassbench.errors import BadInput
+
+                raise BadInput(f"invalid database URL: {exc}", source="--db") from None
+        return self._settings
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            from glassbench.service.db import make_engine
+
+            self._engine = make_engine(self.settings.database_url, settings=self.settings)
+        return self._engine
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+
+pass_app = click.make_pass_decorator(AppContext)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--db",
+    "db_url",
+    metavar="URL",
+    envvar="GLASSBENCH_DATABASE_URL",
+    default=None,
+    help="Database URL (default: sqlite:///glassbench.db; env GLASSBENCH_DATABASE_URL).",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log more.")
+@click.version_option(__version__, prog_name="glassbench")
+@click.pass_context
+def cli(ctx: click.Context, db_url: str | None, verbose: bool) -> None:
+    """glassbench: benchmark MLIPs on glass simulations, backed by one database."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("glassbench").setLevel(logging.DEBUG if verbose else logging.INFO)
+    app = AppContext(db_url=db_url, verbose=verbose)
+    ctx.obj = app
+    ctx.call_on_close(app.close)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Entry point: unexpected errors become one line and exit 1 (traceback with -v)."""
+    try:
+        return cli.main(args=argv, prog_name="glassbench", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted!", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:
+        from glassbench.settings import mask_url
+
+        if "-v" in sys.argv or "--verbose" in sys.argv:
+            raise
+        msg = mask_url(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+        click.echo(f"Error: {type(exc).__name__}: {msg} (run with -v for the traceback)", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,1 @@
+"""Click sub-commands, each in its own module so that the root group can load them lazily."""

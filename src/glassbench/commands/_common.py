@@ -1,0 +1,108 @@
+"""Helpers shared by the sub-commands: database access with clear errors, output formatting."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import click
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError, ProgrammingError
+
+from glassbench.errors import Failure
+
+
+def require_schema(engine: Engine) -> None:
+    """Fail with a helpful message when the database has not been migrated to head."""
+    from glassbench.service import describe
+    from glassbench.service.migrations import current_revision, head_revision
+
+    try:
+        current = current_revision(engine)
+    except OperationalError as exc:
+        raise Failure(f"cannot open database {describe(engine)}: {_first_line(exc)}") from None
+    head = head_revision(engine)
+    if current is None:
+        raise Failure(
+            f"database {describe(engine)} has no glassbench schema: run `glassbench db upgrade`"
+        )
+    if current != head:
+        raise Failure(
+            f"database {describe(engine)} is at revision {current}, code expects {head}: "
+            "run `glassbench db upgrade`"
+        )
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def db_error(exc: OperationalError | ProgrammingError, engine: Engine) -> Failure:
+    from glassbench.service import describe
+
+    return Failure(f"database error on {describe(engine)}: {_first_line(exc)}")
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        return f"{v:.6g}"
+    if isinstance(v, bytes | memoryview):
+        return f"<{len(bytes(v))} bytes>"
+    return str(v)
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, bytes | memoryview):
+        return f"<{len(bytes(v))} bytes>"
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, int | float | str | bool) or v is None:
+        return v
+    try:
+        return float(v)  # Decimal from PostgreSQL numerics
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def format_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str) -> str:
+    """Render rows as an aligned text table, CSV or JSON (a list of objects)."""
+    if fmt == "json":
+        return json.dumps(
+            [{c: _jsonable(v) for c, v in zip(columns, r, strict=True)} for r in rows], indent=1
+        )
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(columns)
+        for r in rows:
+            w.writerow(["" if v is None else _jsonable(v) for v in r])
+        return buf.getvalue().rstrip("\n")
+    cells = [[_cell(v) for v in r] for r in rows]
+    widths = [len(c) for c in columns]
+    for r in cells:
+        widths = [max(w, len(v)) for w, v in zip(widths, r, strict=True)]
+    line = "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))
+    out = [line.rstrip(), "  ".join("-" * w for w in widths)]
+    out += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+    return "\n".join(out)
+
+
+FORMAT_OPTION = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+    help="Output format.",
+)

@@ -1,0 +1,1 @@
+"""Readers that turn files into rows: experiment CSV, LAMMPS logs/dumps, ASE trajectories."""

@@ -1,0 +1,55 @@
+"""Tables (SQLModel) and SQL views: the ad hoc query surface of glassbench."""
+
+from glassbench.schema.arrays import pack_array, unpack_array
+from glassbench.schema.models import (
+    ARCHITECTURES,
+    EXPERIMENT_PROPERTIES,
+    FRACTION_PROPERTIES,
+    FRAME_STAGES,
+    MLIP,
+    RUN_PROPERTIES,
+    RUN_SOURCE,
+    RUN_STATUS,
+    SPECIATION_UNITS,
+    TABLES,
+    Composition,
+    Coordination,
+    CrystalVolume,
+    Experiment,
+    Frame,
+    Property,
+    Protocol,
+    Report,
+    Run,
+    Speciation,
+    Thermo,
+)
+
+metadata = MLIP.metadata
+
+__all__ = [
+    "ARCHITECTURES",
+    "EXPERIMENT_PROPERTIES",
+    "FRACTION_PROPERTIES",
+    "FRAME_STAGES",
+    "MLIP",
+    "RUN_PROPERTIES",
+    "RUN_SOURCE",
+    "RUN_STATUS",
+    "SPECIATION_UNITS",
+    "TABLES",
+    "Composition",
+    "Coordination",
+    "CrystalVolume",
+    "Experiment",
+    "Frame",
+    "Property",
+    "Protocol",
+    "Report",
+    "Run",
+    "Speciation",
+    "Thermo",
+    "metadata",
+    "pack_array",
+    "unpack_array",
+]

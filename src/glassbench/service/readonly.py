@@ -1,0 +1,100 @@
+"""Read-only execution of user SQL.
+
+SQLite: a separate connection opened with ``mode=ro`` plus an authorizer that allows reads
+only (so ATTACH, PRAGMA writes or temp tables are refused too). PostgreSQL: a transaction set
+READ ONLY, and the query sent as one prepared statement, which the server refuses to split into
+several commands (``SELECT 1; COMMIT; DROP ...`` cannot escape the transaction).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import Engine, make_url
+
+
+class QueryRefused(Exception):
+    """The statement tried to write, or is not valid SQL."""
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+
+
+_SQLITE_ALLOWED = {
+    sqlite3.SQLITE_SELECT,
+    sqlite3.SQLITE_READ,
+    sqlite3.SQLITE_FUNCTION,
+    getattr(sqlite3, "SQLITE_RECURSIVE", 33),
+}
+
+
+def _sqlite_authorizer(action: int, arg1: Any, arg2: Any, dbname: Any, source: Any) -> int:
+    if action in _SQLITE_ALLOWED:
+        return sqlite3.SQLITE_OK
+    return sqlite3.SQLITE_DENY
+
+
+def run_readonly(engine: Engine, sql: str, *, max_rows: int | None = None) -> QueryResult:
+    if not sql.strip():
+        raise QueryRefused("empty query")
+    if engine.dialect.name == "sqlite":
+        return _sqlite(engine, sql, max_rows)
+    if engine.dialect.name == "postgresql":
+        return _postgres(engine, sql, max_rows)
+    raise QueryRefused(f"unsupported database {engine.dialect.name}")
+
+
+def _sqlite(engine: Engine, sql: str, max_rows: int | None) -> QueryResult:
+    db = make_url(str(engine.url)).database
+    if not db or db == ":memory:":
+        raise QueryRefused("read-only queries need a database file")
+    path = Path(db)
+    if not path.exists():
+        raise QueryRefused(f"database file {db} does not exist (run `glassbench db upgrade`)")
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        conn.set_authorizer(_sqlite_authorizer)
+        try:
+            cur = conn.execute(sql)
+            rows = cur.fetchmany(max_rows) if max_rows else cur.fetchall()
+        except (sqlite3.DatabaseError, sqlite3.ProgrammingError, sqlite3.Warning) as exc:
+            msg = str(exc).splitlines()[0]
+            if msg == "not authorized":
+                msg = "only SELECT queries are allowed (writes, DDL, PRAGMA and ATTACH are not)"
+            raise QueryRefused(msg) from None
+        cols = [d[0] for d in cur.description or ()]
+        return QueryResult(cols, [tuple(r) for r in rows])
+    finally:
+        conn.close()
+
+
+def _postgres(engine: Engine, sql: str, max_rows: int | None) -> QueryResult:
+    import psycopg
+
+    raw = engine.raw_connection()
+    try:
+        dbapi = raw.dbapi_connection
+        assert dbapi is not None
+        dbapi.rollback()
+        with dbapi.cursor() as cur:  # type: ignore[attr-defined]
+            try:
+                cur.execute("SET TRANSACTION READ ONLY")
+                cur.execute("SET LOCAL statement_timeout = '300s'")
+                cur.execute(sql, prepare=True)
+                if cur.description is None:
+                    raise QueryRefused("the statement returned no rows (only queries are allowed)")
+                rows = cur.fetchmany(max_rows) if max_rows else cur.fetchall()
+                cols = [d.name for d in cur.description]
+            except psycopg.Error as exc:
+                raise QueryRefused(str(exc).strip().splitlines()[0]) from None
+            finally:
+                dbapi.rollback()
+        return QueryResult(cols, [tuple(r) for r in rows])
+    finally:
+        raw.close()
