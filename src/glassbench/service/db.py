@@ -54,7 +54,11 @@ def make_engine(url: str, *, settings: Settings | None = None, **kwargs: Any) ->
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN")
+            # A deferred transaction that reads and then writes cannot wait for a lock (SQLite
+            # returns "database is locked" at once to avoid a deadlock); writers therefore
+            # take the write lock up front, and the busy timeout makes them queue.
+            immediate = conn.get_execution_options().get("glassbench_write", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)
@@ -70,6 +74,8 @@ def describe(engine: Engine) -> str:
 def unit_of_work(engine: Engine) -> Iterator[Session]:
     """One transaction: commit if the block succeeds, roll back if it raises."""
     with Session(engine, expire_on_commit=False) as session:
+        if engine.dialect.name == "sqlite":
+            session.connection(execution_options={"glassbench_write": True})
         try:
             yield session
             session.commit()
