@@ -96,13 +96,15 @@ def random_glass(
     density_g_cm3: float = 2.2,
     cell_shape: str = "cubic",
     min_distance: float = 2.7,
+    na_min_distance: float = 2.4,
     seed: int = 0,
-    max_tries: int = 20000,
+    max_tries: int = 200_000,
 ) -> Frame:
     """A random Na4P2S(7-x)O(x) frame: one P2X7 dimer and four Na per formula unit.
 
     O replaces S at random anion sites; ``x * formula_units`` is rounded to whole O atoms.
-    154 formula units give 2002 atoms. Raises RuntimeError if the cell is too full to place a
+    154 formula units give 2002 atoms. Dimers are placed first, at least ``min_distance`` from
+    atoms of other dimers, then Na, at least ``na_min_distance`` from everything. Raises RuntimeError if the cell is too full to place a
     molecule in ``max_tries`` attempts.
     """
     rng = np.random.default_rng(seed)
@@ -133,10 +135,11 @@ def random_glass(
             if tries > max_tries:
                 raise RuntimeError(
                     f"could not place {len(molecules)} molecules at {density_g_cm3} g/cm3 "
-                    f"with min_distance {min_distance} Å"
+                    f"with min_distance {min_distance} Å, na_min_distance {na_min_distance} Å"
                 )
             pos = local @ _random_rotation(rng).T + rng.random(3) @ cell
-            if not len(all_pos) or _min_image_dist(pos, all_pos, cell, inv).min() >= min_distance:
+            limit = na_min_distance if zs == [11] else min_distance
+            if not len(all_pos) or _min_image_dist(pos, all_pos, cell, inv).min() >= limit:
                 break
         placed_pos.append(pos)
         placed_z.extend(zs)
