@@ -23,7 +23,18 @@ def test_mlip_add_records_sha256(gb: Cli, tmp_path: Path) -> None:
     model.write_bytes(b"changed")
     res = gb("mlip", "add", "MP0", "--arch", "mace", "--model", str(model), "--functional", "PBE")
     assert res.exit_code == 2 and "already registered" in res.output
-    gb.ok("mlip", "add", "MP0", "--arch", "mace", "--model", str(model), "--functional", "PBE", "--replace")
+    gb.ok(
+        "mlip",
+        "add",
+        "MP0",
+        "--arch",
+        "mace",
+        "--model",
+        str(model),
+        "--functional",
+        "PBE",
+        "--replace",
+    )
     gb.ok("mlip", "add", "FT-MP0", "--arch", "mace", "--model", str(model), "--parent", "MP0")
     listing = gb.ok("mlip", "list").output
     assert "FT-MP0" in listing and "MP0" in listing
@@ -36,7 +47,10 @@ def test_mlip_add_records_sha256(gb: Cli, tmp_path: Path) -> None:
         (["X", "--arch", "mace", "--model", "/nonexistent/model.pt"], "does not exist"),
         (["X", "--arch", "chgnet", "--model", "bogus"], "must be one of"),
         (["X", "--arch", "chgnet", "--parent", "nobody"], "no MLIP named"),
-        (["X", "--arch", "chgnet", "--python", "/nonexistent/python"], "interpreter does not exist"),
+        (
+            ["X", "--arch", "chgnet", "--python", "/nonexistent/python"],
+            "interpreter does not exist",
+        ),
     ],
 )
 def test_mlip_add_bad_input(gb: Cli, engine: Any, args: list[str], message: str) -> None:
@@ -69,7 +83,9 @@ def test_ingest_experiment_is_idempotent(gb: Cli, engine: Any, tmp_path: Path) -
     )
     gb.ok("ingest", "experiment", str(crystals))
     rows = json.loads(
-        gb.ok("sql", "SELECT subject, crystal FROM experiment ORDER BY subject", "--format", "json").output
+        gb.ok(
+            "sql", "SELECT subject, crystal FROM experiment ORDER BY subject", "--format", "json"
+        ).output
     )
     assert {"subject": "crystal:c-Na3PS4", "crystal": "c-Na3PS4"} in rows
 
@@ -80,12 +96,21 @@ def test_ingest_experiment_is_idempotent(gb: Cli, engine: Any, tmp_path: Path) -
         ("", "empty file"),
         ("x,property,value\n", "lacks column"),
         ("x,property,value,uncertainty,source\n", "no data rows"),
-        ("x,property,value,uncertainty,source\n0,density_g_cm3,abc,,S\n", "line 2: value 'abc' is not a number"),
-        ("x,property,value,uncertainty,source\n0,densty,2.0,,S\n", "line 2: unknown glass property 'densty'"),
+        (
+            "x,property,value,uncertainty,source\n0,density_g_cm3,abc,,S\n",
+            "line 2: value 'abc' is not a number",
+        ),
+        (
+            "x,property,value,uncertainty,source\n0,densty,2.0,,S\n",
+            "line 2: unknown glass property 'densty'",
+        ),
         ("x,property,value,uncertainty,source\n0,p0,1.5,,S\n", "outside [0, 1]"),
         ("x,property,value,uncertainty,source\n0,p0,nan,,S\n", "not finite"),
         ("x,property,value,uncertainty,source\n9,p0,0.5,,S\n", "outside"),
-        ("x,property,value,uncertainty,source\n0,p0,0.5,,S\n0,p0,0.6,,S\n", "line 3: duplicate of line 2"),
+        (
+            "x,property,value,uncertainty,source\n0,p0,0.5,,S\n0,p0,0.6,,S\n",
+            "line 3: duplicate of line 2",
+        ),
         ("x,property,value,uncertainty,source\n0,p0,0.5\n", "line 2: 3 fields"),
         ("x,property,value,uncertainty,source,color\n0,p0,0.5,,S,red\n", "unknown column"),
         ("x,property,value,uncertainty,source\n0,p0,0.5,,\n", "source (citation) is empty"),

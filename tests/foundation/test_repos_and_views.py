@@ -11,8 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from glassbench.schema import unpack_array
-from glassbench.service import unit_of_work
-from glassbench.service import repos
+from glassbench.service import repos, unit_of_work
 from tests.conftest import table_counts
 
 
@@ -81,7 +80,10 @@ def test_thermo_copy_path(engine: Any) -> None:
         )
     assert n == 1000
     with engine.connect() as c:
-        assert c.execute(sa.text("SELECT COUNT(*) FROM thermo WHERE pressure_gpa IS NULL")).scalar() == 1000
+        assert (
+            c.execute(sa.text("SELECT COUNT(*) FROM thermo WHERE pressure_gpa IS NULL")).scalar()
+            == 1000
+        )
 
 
 def test_frame_arrays_round_trip(engine: Any) -> None:
@@ -91,8 +93,15 @@ def test_frame_arrays_round_trip(engine: Any) -> None:
     with unit_of_work(engine) as s:
         _mlip(s)
         rid = _run(s, "m1", 0.0, 1)
-        fid = repos.add_frame(s, rid, stage="final", step=10, numbers=nums, positions=pos, cell=np.eye(3) * 10)
-        assert repos.add_frame(s, rid, stage="final", step=10, numbers=nums, positions=pos, cell=np.eye(3) * 10) == fid
+        fid = repos.add_frame(
+            s, rid, stage="final", step=10, numbers=nums, positions=pos, cell=np.eye(3) * 10
+        )
+        assert (
+            repos.add_frame(
+                s, rid, stage="final", step=10, numbers=nums, positions=pos, cell=np.eye(3) * 10
+            )
+            == fid
+        )
     with engine.connect() as c:
         blob_pos, blob_num = c.execute(sa.text("SELECT positions, numbers FROM frame")).one()
     np.testing.assert_array_equal(unpack_array(bytes(blob_pos)), pos)
@@ -102,7 +111,11 @@ def test_frame_arrays_round_trip(engine: Any) -> None:
 
 def test_constraints_are_enforced(engine: Any) -> None:
     with pytest.raises(sa.exc.IntegrityError), unit_of_work(engine) as s:
-        s.execute(sa.text("INSERT INTO mlip (name, arch, dispersion, created_at) VALUES ('a', 'nope', 'none', '2026-01-01')"))
+        s.execute(
+            sa.text(
+                "INSERT INTO mlip (name, arch, dispersion, created_at) VALUES ('a', 'nope', 'none', '2026-01-01')"
+            )
+        )
     with pytest.raises(sa.exc.IntegrityError), unit_of_work(engine) as s:
         _mlip(s)
         rid = _run(s, "m1", 0.0, 1)
@@ -157,8 +170,24 @@ def test_views_match_an_independent_computation(engine: Any) -> None:
                     repos.set_property(s, rid, "density_g_cm3", dens, stderr=0.01)
                     # An earlier frame that must not be used, and the final one.
                     cell = np.eye(3) * 10
-                    f0 = repos.add_frame(s, rid, stage="quench", step=5, numbers=[15], positions=[[0, 0, 0]], cell=cell)
-                    f1 = repos.add_frame(s, rid, stage="final", step=10, numbers=[15], positions=[[0, 0, 0]], cell=cell)
+                    f0 = repos.add_frame(
+                        s,
+                        rid,
+                        stage="quench",
+                        step=5,
+                        numbers=[15],
+                        positions=[[0, 0, 0]],
+                        cell=cell,
+                    )
+                    f1 = repos.add_frame(
+                        s,
+                        rid,
+                        stage="final",
+                        step=10,
+                        numbers=[15],
+                        positions=[[0, 0, 0]],
+                        cell=cell,
+                    )
                     p0, p1, p2, p1p = rng.integers(0, 10, size=4)
                     bs, nbs = rng.integers(1, 20, size=2)
                     _speciation(s, f0, {"P0": 99, "P1": 0, "BS": 1, "NBS": 0})
@@ -190,11 +219,17 @@ def test_views_match_an_independent_computation(engine: Any) -> None:
 
     exp = pd.DataFrame({"x": [0.0, 1.0, 0.0, 1.0], "property": ["density_g_cm3"] * 2 + ["p0"] * 2,
                         "exp": [2.15, 2.25, 0.2, 0.3]})  # fmt: skip
-    long = df.melt(id_vars=["mlip", "x", "seed"], value_vars=["density_g_cm3", "p0"], var_name="property")
+    long = df.melt(
+        id_vars=["mlip", "x", "seed"], value_vars=["density_g_cm3", "p0"], var_name="property"
+    )
     seed_mean = long.groupby(["mlip", "x", "property"], as_index=False)["value"].mean()
     err = seed_mean.merge(exp, on=["x", "property"])
     err["e"] = err["value"] - err["exp"]
-    expected = err.groupby(["mlip", "property"]).agg(n=("e", "size"), mae=("e", lambda v: v.abs().mean()), mean_error=("e", "mean")).reset_index()
+    expected = (
+        err.groupby(["mlip", "property"])
+        .agg(n=("e", "size"), mae=("e", lambda v: v.abs().mean()), mean_error=("e", "mean"))
+        .reset_index()
+    )
     view = pd.read_sql("SELECT * FROM mlip_mae ORDER BY mlip, property", engine)
     assert len(view) == 4
     got = view.merge(expected, on=["mlip", "property"], suffixes=("", "_pd"))

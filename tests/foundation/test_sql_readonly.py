@@ -12,7 +12,9 @@ from tests.conftest import Cli, table_counts
 def populated(gb: Cli, tmp_path: Any) -> Cli:
     gb.ok("mlip", "add", "chgnet-pbe", "--arch", "chgnet")
     csv = tmp_path / "exp.csv"
-    csv.write_text("x,property,value,uncertainty,source\n0,density_g_cm3,2.0,,SYNTHETIC test value\n")
+    csv.write_text(
+        "x,property,value,uncertainty,source\n0,density_g_cm3,2.0,,SYNTHETIC test value\n"
+    )
     gb.ok("ingest", "experiment", str(csv))
     return gb
 
@@ -58,7 +60,10 @@ def test_sqlite_specific_escapes_refused(sqlite_url: str, tmp_path: Any) -> None
 def test_postgres_side_effect_functions_refused(pg_url: str) -> None:
     gb = Cli(pg_url)
     gb.ok("db", "upgrade")
-    for query in ("SELECT nextval('mlip_id_seq')", "SELECT set_config('default_transaction_read_only', 'off', false)"):
+    for query in (
+        "SELECT nextval('mlip_id_seq')",
+        "SELECT set_config('default_transaction_read_only', 'off', false)",
+    ):
         res = gb("sql", query)
         if "nextval" in query:
             assert res.exit_code == 2, res.output

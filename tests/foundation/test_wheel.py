@@ -18,7 +18,17 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_wheel_installs_and_migrates_outside_checkout(tmp_path: Path) -> None:
     dist = tmp_path / "dist"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), str(ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(dist),
+            str(ROOT),
+        ],
         check=True,
         capture_output=True,
         timeout=300,
@@ -40,11 +50,15 @@ def test_wheel_installs_and_migrates_outside_checkout(tmp_path: Path) -> None:
         check=True, capture_output=True, text=True,
     ).stdout.strip()  # fmt: skip
     Path(site, "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "-q", str(wheel)], check=True, timeout=300)
+    subprocess.run(
+        [str(py), "-m", "pip", "install", "--no-deps", "-q", str(wheel)], check=True, timeout=300
+    )
 
     work = tmp_path / "elsewhere"
     work.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "GLASSBENCH_DATABASE_URL")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "GLASSBENCH_DATABASE_URL")
+    }
     where = subprocess.run(
         [str(py), "-c", "import glassbench; print(glassbench.__file__)"],
         cwd=work, env=env, check=True, capture_output=True, text=True,

@@ -68,12 +68,21 @@ def delegate_if_needed(app: AppContext, mlip: Any, argv: list[str]) -> bool:
 @click.option("--t-final", type=float, default=300.0, show_default=True, help="K")
 @click.option("--anneal-ps", type=float, default=10.0, show_default=True)
 @click.option("--timestep-fs", type=float, default=1.0, show_default=True)
-@click.option("--density", type=float, default=None, help="Initial density in g/cm3 (default: estimate).")
+@click.option(
+    "--density", type=float, default=None, help="Initial density in g/cm3 (default: estimate)."
+)
 @click.option("--thermo-every", type=int, default=10, show_default=True, help="steps")
 @click.option("--frame-every", type=int, default=100, show_default=True, help="steps")
 @click.option("--elastic/--no-elastic", default=False, show_default=True)
-@click.option("--checkpoint-dir", type=click.Path(path_type=Path), default=Path(".glassbench/checkpoints"), show_default=True)
-@click.option("--in-process", is_flag=True, hidden=True, help="Do not delegate to the MLIP's interpreter.")
+@click.option(
+    "--checkpoint-dir",
+    type=click.Path(path_type=Path),
+    default=Path(".glassbench/checkpoints"),
+    show_default=True,
+)
+@click.option(
+    "--in-process", is_flag=True, hidden=True, help="Do not delegate to the MLIP's interpreter."
+)
 @pass_app
 def meltquench(app: AppContext, mlip: str, x: float, quench_rate: float, seed: int, formula_units: int,
                t_melt: float, melt_ps: float, t_final: float, anneal_ps: float, timestep_fs: float,
@@ -99,7 +108,9 @@ def meltquench(app: AppContext, mlip: str, x: float, quench_rate: float, seed: i
     out = run_meltquench(engine, params, checkpoint_dir=checkpoint_dir)
     props = ", ".join(f"{k}={v:.4g}" for k, v in out.properties.items())
     resumed = f" (resumed from step {out.resumed_from})" if out.resumed_from else ""
-    click.echo(f"run {out.run_id}: {out.status}{resumed}; {out.steps} steps in {out.wall_s:.1f} s {props} {out.message}".rstrip())
+    click.echo(
+        f"run {out.run_id}: {out.status}{resumed}; {out.steps} steps in {out.wall_s:.1f} s {props} {out.message}".rstrip()
+    )
 
 
 def _rebuild_argv(p: Any, checkpoint_dir: Path) -> list[str]:
@@ -114,3 +125,41 @@ def _rebuild_argv(p: Any, checkpoint_dir: Path) -> list[str]:
     if p.density_g_cm3 is not None:
         argv += ["--density", repr(p.density_g_cm3)]
     return argv
+
+
+@cli.command("crystal")
+@click.option("--mlip", required=True, help="Registered MLIP name.")
+@click.argument("structures", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--fmax", type=float, default=0.01, show_default=True, help="eV/A")
+@click.option("--steps", type=int, default=500, show_default=True)
+@click.option("--in-process", is_flag=True, hidden=True)
+@pass_app
+def crystal(
+    app: AppContext,
+    mlip: str,
+    structures: tuple[Path, ...],
+    fmax: float,
+    steps: int,
+    in_process: bool,
+) -> None:
+    """Relax crystal STRUCTURES (cell + positions) and store volume vs experiment.
+
+    The crystal name is the file name's stem (e.g. c-Na3PS4.cif); known names are compared with
+    the packaged experimental lattices (see `glassbench sql "SELECT * FROM crystal_volume"`).
+    """
+    from glassbench.runners.crystal_run import run_crystals
+
+    engine = app.engine
+    require_schema(engine)
+    record = _mlip_record(app, mlip)
+    argv = ["run", "crystal", "--mlip", mlip, "--fmax", repr(fmax), "--steps", str(steps), "--in-process",
+            *[str(p.absolute()) for p in structures]]  # fmt: skip
+    if not in_process and delegate_if_needed(app, record, argv):
+        return
+    for o in run_crystals(engine, mlip, list(structures), fmax=fmax, steps=steps):
+        exp = f"{o.exp_volume_per_fu_a3:.2f}" if o.exp_volume_per_fu_a3 else "n/a"
+        dev = f"{o.deviation_pct:+.2f} %" if o.deviation_pct is not None else "no reference"
+        conv = "" if o.converged else " (NOT converged)"
+        click.echo(
+            f"{o.crystal}: {o.volume_per_fu_a3:.2f} A^3/f.u. vs experiment {exp} ({dev}){conv}"
+        )

@@ -128,7 +128,10 @@ def moduli_from_stiffness(c: np.ndarray) -> Moduli:
     c = np.asarray(c, dtype=float)
     kv = (c[0, 0] + c[1, 1] + c[2, 2] + 2.0 * (c[0, 1] + c[1, 2] + c[0, 2])) / 9.0
     gv = (
-        c[0, 0] + c[1, 1] + c[2, 2] - (c[0, 1] + c[1, 2] + c[0, 2])
+        c[0, 0]
+        + c[1, 1]
+        + c[2, 2]
+        - (c[0, 1] + c[1, 2] + c[0, 2])
         + 3.0 * (c[3, 3] + c[4, 4] + c[5, 5])
     ) / 15.0
     try:
@@ -163,16 +166,27 @@ def _relax(atoms: Atoms, fmax: float, max_steps: int, optimizer: str) -> bool:
 
 def _md_stress(atoms: Atoms, md: ElasticMD, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Time-averaged Voigt stress (eV/A^3) and its standard error from block averages."""
+    from ase.md import velocitydistribution
     from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
     rng = np.random.default_rng(seed)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=md.temperature_k, rng=rng)
+    # ase >= 3.29 deprecates MaxwellBoltzmannDistribution for thermalize_momenta.
+    thermalize = getattr(velocitydistribution, "thermalize_momenta", None)
+    if thermalize is not None:
+        thermalize(atoms, md.temperature_k, rng=rng)
+    else:
+        velocitydistribution.MaxwellBoltzmannDistribution(
+            atoms, temperature_K=md.temperature_k, rng=rng
+        )
+    velocitydistribution.Stationary(atoms)
     dyn = Langevin(
         atoms,
         timestep=md.timestep_fs * units.fs,
         temperature_K=md.temperature_k,
         friction=md.friction_per_fs / units.fs,
+        # fixcm=True is deprecated (biased NVT sampling); the drift it would remove only
+        # adds a negligible kinetic term to the stress.
+        fixcm=False,
         rng=rng,
     )
     dyn.run(md.equilibration_steps)
@@ -291,9 +305,7 @@ def elastic_moduli(
             draws.append([getattr(m, n) for n in names])
         spread = np.nanstd(np.asarray(draws), axis=0, ddof=1)
         components["md"] = {n: float(v) for n, v in zip(names, spread, strict=True)}
-    total = {
-        n: float(math.sqrt(sum(comp[n] ** 2 for comp in components.values()))) for n in names
-    }
+    total = {n: float(math.sqrt(sum(comp[n] ** 2 for comp in components.values()))) for n in names}
 
     relax_txt = (
         f"positions relaxed at fixed cell ({optimizer}, fmax={fmax:g} eV/A)"

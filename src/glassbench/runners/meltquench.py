@@ -69,6 +69,8 @@ class MeltQuenchParams:
     flush_every: int = 200
     elastic: bool = False
     elastic_strain: float = 0.005
+    elastic_fmax: float = 0.01
+    elastic_max_steps: int = 300
 
     def __post_init__(self) -> None:
         checks: list[tuple[bool, str, str]] = [
@@ -83,7 +85,9 @@ class MeltQuenchParams:
             if not ok:
                 raise BadInput(msg, source=where)
         if self.flush_every % self.thermo_every:
-            raise BadInput("flush interval must be a multiple of the thermo interval", source="flush_every")
+            raise BadInput(
+                "flush interval must be a multiple of the thermo interval", source="flush_every"
+            )
 
     # Steps of each stage; the quench covers (t_melt - t_final) at the given rate.
     @property
@@ -106,7 +110,9 @@ class MeltQuenchParams:
     def protocol(self) -> dict[str, Any]:
         """Parameters outside the run key: they define the protocol record (content-hashed)."""
         d = asdict(self)
-        for k in ("mlip", "x", "quench_rate_k_ps", "seed", "elastic", "elastic_strain", "flush_every"):
+        for k in ("mlip", "x", "quench_rate_k_ps", "seed", "flush_every"):
+            d.pop(k)
+        for k in ("elastic", "elastic_strain", "elastic_fmax", "elastic_max_steps"):
             d.pop(k)
         d["thermostat"] = "langevin"
         d["barostat"] = "berendsen"
@@ -184,8 +190,11 @@ def claim_run(
     """
     now = utcnow()
     stale = now.timestamp() - stale_after_s
-    conds = ["status IN ('pending', 'failed')", "(status = 'running' AND (heartbeat_at IS NULL OR heartbeat_at < :stale))"]
-    where = f"status <> 'done'" if force else "(" + " OR ".join(conds) + ")"
+    conds = [
+        "status IN ('pending', 'failed')",
+        "(status = 'running' AND (heartbeat_at IS NULL OR heartbeat_at < :stale))",
+    ]
+    where = "status <> 'done'" if force else "(" + " OR ".join(conds) + ")"
     if max_attempts is not None and not force:
         where += " AND attempts < :max_attempts"
     sql = sa.text(
@@ -212,7 +221,9 @@ def claim_run(
 
 def run_status(engine: Engine, run_id: int) -> str:
     with engine.connect() as c:
-        return str(c.execute(sa.text("SELECT status FROM run WHERE id = :i"), {"i": run_id}).scalar_one())
+        return str(
+            c.execute(sa.text("SELECT status FROM run WHERE id = :i"), {"i": run_id}).scalar_one()
+        )
 
 
 def mark_failed(engine: Engine, run_id: int, error: str) -> None:
@@ -228,7 +239,9 @@ def mark_failed(engine: Engine, run_id: int, error: str) -> None:
 
 def checkpoint_path(directory: Path, engine: Engine, run_id: int) -> Path:
     """One file per (database, run): two databases used from one folder never collide."""
-    ident = repos.content_hash({"db": engine.url.render_as_string(hide_password=True), "run": run_id})
+    ident = repos.content_hash(
+        {"db": engine.url.render_as_string(hide_password=True), "run": run_id}
+    )
     return directory / f"run-{run_id}-{ident[:12]}.npz"
 
 
@@ -265,8 +278,9 @@ def load_checkpoint(path: Path, atoms: Atoms, rng: np.random.Generator) -> int |
                 log.warning("ignoring checkpoint %s: atoms differ from this run", path)
                 return None
             atoms.set_cell(d["cell"])
-            atoms.set_positions(d["positions"])
-            atoms.set_momenta(d["momenta"])
+            # Constraints (FixCom) must not "correct" the restored state.
+            atoms.set_positions(d["positions"], apply_constraint=False)
+            atoms.set_momenta(d["momenta"], apply_constraint=False)
             rng.bit_generator.state = json.loads(str(d["rng_state"]))
             return int(d["step"])
     except (OSError, ValueError, KeyError) as exc:
@@ -322,7 +336,9 @@ class _Progress:
         if enabled:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, file=sys.stderr)
+            self.bar = tqdm(
+                total=total, initial=initial, unit="step", dynamic_ncols=True, file=sys.stderr
+            )
 
     def update(self, step: int, temperature: float) -> None:
         if self.bar is None:
@@ -330,7 +346,9 @@ class _Progress:
         self.bar.update(step - self.bar.n)
         elapsed = time.perf_counter() - self.t0
         ns_day = (step - self.step0) * self.dt_fs * 1e-6 / elapsed * 86400 if elapsed > 0 else 0.0
-        self.bar.set_postfix_str(f"{step * self.dt_fs / 1000:.2f} ps, {ns_day:.3g} ns/day, T={temperature:.0f} K")
+        self.bar.set_postfix_str(
+            f"{step * self.dt_fs / 1000:.2f} ps, {ns_day:.3g} ns/day, T={temperature:.0f} K"
+        )
 
     def close(self) -> None:
         if self.bar is not None:
@@ -358,10 +376,16 @@ def run_meltquench(
     run_id, mlip = ensure_run(engine, params)
     if run_status(engine, run_id) == "done":
         return RunOutcome(run_id, "done", 0, 0.0, message="already done")
-    if not claim_run(engine, run_id, worker=worker_id(), force=force_claim, max_attempts=max_attempts):
-        return RunOutcome(run_id, run_status(engine, run_id), 0, 0.0, message="claimed by another worker")
+    if not claim_run(
+        engine, run_id, worker=worker_id(), force=force_claim, max_attempts=max_attempts
+    ):
+        return RunOutcome(
+            run_id, run_status(engine, run_id), 0, 0.0, message="claimed by another worker"
+        )
     try:
-        outcome = _simulate(engine, params, run_id, mlip, checkpoint_dir, calculator, progress, on_flush)
+        outcome = _simulate(
+            engine, params, run_id, mlip, checkpoint_dir, calculator, progress, on_flush
+        )
     except BaseException as exc:
         msg = f"{type(exc).__name__}: {exc}".strip()
         try:
@@ -409,7 +433,9 @@ def _simulate(
     calc = calculator if calculator is not None else build_calculator(mlip)
     rng = np.random.default_rng(params.seed)
     try:
-        atoms = random_glass(params.x, params.formula_units, params.seed, density_g_cm3=params.density_g_cm3)
+        atoms = random_glass(
+            params.x, params.formula_units, params.seed, density_g_cm3=params.density_g_cm3
+        )
     except ValueError as exc:
         raise BadInput(str(exc), source="--x/--formula-units") from None
     atoms.calc = calc
@@ -451,7 +477,9 @@ def _simulate(
     total = params.total_steps
     thermo_buf: list[dict[str, Any]] = []
     frame_buf: list[tuple[int, str, Any]] = []
-    bar = _Progress(total, step, params.timestep_fs, sys.stderr.isatty() if progress is None else progress)
+    bar = _Progress(
+        total, step, params.timestep_fs, sys.stderr.isatty() if progress is None else progress
+    )
     langevin: Any = None
     npt: Any = None
 
@@ -483,7 +511,10 @@ def _simulate(
                     temperature_k=params.target_temperature(fstep),
                     analysis=analyze_frame(snap.numbers, snap.positions, cell, snap.pbc),
                 )  # fmt: skip
-            s.execute(sa.text("UPDATE run SET heartbeat_at = :t WHERE id = :i"), {"t": utcnow(), "i": run_id})
+            s.execute(
+                sa.text("UPDATE run SET heartbeat_at = :t WHERE id = :i"),
+                {"t": utcnow(), "i": run_id},
+            )
         thermo_buf.clear()
         frame_buf.clear()
         save_checkpoint(ckpt, step=upto, atoms=atoms, rng=rng)
@@ -517,14 +548,21 @@ def _simulate(
 
 
 def _finish(
-    engine: Engine, params: MeltQuenchParams, run_id: int, atoms: Atoms, calc: Any, resumed: int | None
+    engine: Engine,
+    params: MeltQuenchParams,
+    run_id: int,
+    atoms: Atoms,
+    calc: Any,
+    resumed: int | None,
 ) -> RunOutcome:
     from glassbench.analysis import analyze_frame
 
     props: dict[str, float] = {}
     with engine.connect() as c:
         rows = c.execute(
-            sa.text("SELECT density_g_cm3 FROM thermo WHERE run_id = :i AND step > :s ORDER BY step"),
+            sa.text(
+                "SELECT density_g_cm3 FROM thermo WHERE run_id = :i AND step > :s ORDER BY step"
+            ),
             {"i": run_id, "s": params.melt_steps + params.quench_steps + params.anneal_steps // 2},
         ).fetchall()
     dens = np.array([r[0] for r in rows if r[0] is not None], dtype=float)
@@ -536,7 +574,10 @@ def _finish(
     if params.elastic:
         from glassbench.runners.elastic import elastic_moduli
 
-        elastic = elastic_moduli(atoms.copy(), calc, strain=params.elastic_strain)
+        elastic = elastic_moduli(
+            atoms.copy(), calc, strain=params.elastic_strain, fmax=params.elastic_fmax,
+            max_steps=params.elastic_max_steps,
+        )  # fmt: skip
     final = atoms.copy()
     cell = np.asarray(final.cell)
     with unit_of_work(engine) as s:
@@ -553,14 +594,22 @@ def _finish(
         if elastic is not None:
             for name, (value, err) in elastic.moduli().items():
                 props[name] = value
-                repos.set_property(s, run_id, name, value, stderr=err, method=elastic.method, details=elastic.to_dict())
+                repos.set_property(
+                    s,
+                    run_id,
+                    name,
+                    value,
+                    stderr=err,
+                    method=elastic.method,
+                    details=elastic.to_dict(),
+                )
         s.execute(
-            sa.text(
-                "UPDATE run SET status = 'done', finished_at = :t, error = NULL WHERE id = :i"
-            ),
+            sa.text("UPDATE run SET status = 'done', finished_at = :t, error = NULL WHERE id = :i"),
             {"t": utcnow(), "i": run_id},
         )
-    return RunOutcome(run_id, "done", params.total_steps, 0.0, resumed_from=resumed, properties=props)
+    return RunOutcome(
+        run_id, "done", params.total_steps, 0.0, resumed_from=resumed, properties=props
+    )
 
 
 def describe_params(params: MeltQuenchParams) -> Mapping[str, Any]:

@@ -153,9 +153,7 @@ def random_glass(
                 bx, by, bz = (int(v) for v in (cand * nbin / length).astype(np.int64) % nbin)
                 idx: list[int] = []
                 for ox, oy, oz in offsets:
-                    idx.extend(
-                        bins.get(((bx + ox) % nbin, (by + oy) % nbin, (bz + oz) % nbin), ())
-                    )
+                    idx.extend(bins.get(((bx + ox) % nbin, (by + oy) % nbin, (bz + oz) % nbin), ()))
                 if not idx:
                     break
                 near = np.fromiter(idx, dtype=np.int64, count=len(idx))

@@ -61,9 +61,7 @@ def tiny_mace_hyperparameters() -> dict[str, Any]:
     }
 
 
-def build_tiny_mace(
-    path: str | os.PathLike[str], seed: int = 0, *, portable: bool = False
-) -> Path:
+def build_tiny_mace(path: str | os.PathLike[str], seed: int = 0, *, portable: bool = False) -> Path:
     """Build an untrained ScaleShiftMACE for O, Na, P, S (float64) and save it to ``path``.
 
     ``portable=False`` pickles the whole model (``torch.save(model)``, what MACE's own tools

@@ -8,7 +8,7 @@ Create Date: 2026-11-25 23:56:43.507725
 from __future__ import annotations
 
 import sqlalchemy as sa
-import sqlmodel
+import sqlmodel.sql.sqltypes
 from alembic import op
 
 from glassbench.schema.views import VIEWS_V1, create_views_sql, drop_views_sql

@@ -1,0 +1,317 @@
+"""Database -> pandas: everything a report reads, and the fingerprint of it.
+
+Only this module talks to the database; :mod:`glassbench.reports.metrics` works on the frames it
+returns. Unit fractions come from the ``frame_fractions`` view (the one definition of a fraction),
+but only for the frames a report needs: the view is a GROUP BY over every speciation row, and
+filtering it by a literal list of frame ids lets both engines push the filter into the grouping
+(on PostgreSQL 300 final frames out of 15,000 take ~10 ms instead of ~250 ms through
+``run_detail``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from glassbench.reports.keys import ARTEFACTS, COMPARABLE, TRACE_UNITS, Key
+from glassbench.schema.models import RUN_PROPERTIES
+
+# Bound parameters per IN list: well under SQLite's variable limit on every version.
+_CHUNK = 900
+
+_FRACTION_COLUMNS: tuple[str, ...] = tuple(
+    dict.fromkeys(
+        str(k)
+        for k in (*COMPARABLE, *ARTEFACTS, *TRACE_UNITS)
+        if k not in RUN_PROPERTIES and k not in (Key.na_cn, Key.ss_fraction)
+    )
+)
+
+RUN_COLUMNS: tuple[str, ...] = (
+    Key.run_id, Key.mlip, "family", Key.x, "composition_id", Key.quench_rate, Key.seed,
+    Key.protocol_id, "status", "final_frame_id",
+    *RUN_PROPERTIES, *(f"{p}_stderr" for p in RUN_PROPERTIES),
+    *_FRACTION_COLUMNS, Key.na_cn, Key.ss_fraction,
+)  # fmt: skip
+
+EXPERIMENT_COLUMNS: tuple[str, ...] = (
+    "composition_id", "family", Key.x, Key.prop, "value", "uncertainty", "source",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """The query results a report is built from (its fingerprint covers exactly these)."""
+
+    mlips: pd.DataFrame
+    """Every registered MLIP: ``mlip``, ``arch`` (also those without runs)."""
+    runs: pd.DataFrame
+    """One row per run (any status): keys, properties and final-frame fractions."""
+    experiment: pd.DataFrame
+    """Glass reference values, one row per (composition, property, source)."""
+    crystal_experiment: pd.DataFrame
+    """Crystal reference values: crystal, property, value, uncertainty, source."""
+    crystals: pd.DataFrame
+    """Relaxed crystal volumes per (MLIP, crystal) as recorded by the runner."""
+    trace_candidates: pd.DataFrame
+    """Done runs with analysed, temperature-labelled frames: ``run_id`` and ``n_frames``."""
+    traces: pd.DataFrame
+    """Per-frame fractions of the traced runs: run keys, ``stage``, ``step``, ``temperature_k``."""
+
+    @property
+    def is_empty(self) -> bool:
+        return self.runs.empty and self.experiment.empty and self.crystals.empty
+
+
+def _frame(conn: Connection, sql: str, params: dict[str, object] | None = None) -> pd.DataFrame:
+    result = conn.execute(sa.text(sql), params or {})
+    return _to_frame(result)
+
+
+def _to_frame(result: sa.CursorResult[Any]) -> pd.DataFrame:
+    # Plain tuples: pandas probes each SQLAlchemy Row for attributes, which costs more than
+    # the query itself on a few thousand rows.
+    return pd.DataFrame([tuple(r) for r in result.fetchall()], columns=list(result.keys()))
+
+
+def _numeric(df: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
+    # PostgreSQL returns NULL-only columns as object dtype; make them float NaN so the metrics
+    # see one dtype whatever the engine.
+    for c in columns:
+        if c in df.columns and df[c].dtype != np.float64:
+            df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
+    return df
+
+
+def _by_ids(
+    conn: Connection, sql: str, ids: Sequence[int], columns: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """Run ``sql`` (with an expanding ``:ids`` parameter) over ``ids`` in chunks."""
+    stmt = sa.text(sql).bindparams(sa.bindparam("ids", expanding=True))
+    parts: list[pd.DataFrame] = []
+    keys: list[str] = list(columns or [])
+    for start in range(0, len(ids), _CHUNK):
+        result = conn.execute(stmt, {"ids": [int(i) for i in ids[start : start + _CHUNK]]})
+        keys = list(result.keys())
+        parts.append(_to_frame(result))
+    if not parts:
+        return pd.DataFrame(columns=keys)
+    return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+
+
+def _fractions(conn: Connection, frame_ids: Sequence[int]) -> pd.DataFrame:
+    cols = ", ".join(f"ff.{c}" for c in _FRACTION_COLUMNS)
+    return _by_ids(
+        conn,
+        f"SELECT ff.frame_id, {cols} FROM frame_fractions ff WHERE ff.frame_id IN :ids",
+        frame_ids,
+        ["frame_id", *_FRACTION_COLUMNS],
+    )
+
+
+def _runs_sql() -> str:
+    props = ",\n".join(
+        f"MAX(CASE WHEN name = '{n}' THEN value END) AS {n}, "
+        f"MAX(CASE WHEN name = '{n}' THEN stderr END) AS {n}_stderr"
+        for n in RUN_PROPERTIES
+    )
+    names = ", ".join(f"p.{n}, p.{n}_stderr" for n in RUN_PROPERTIES)
+    return f"""
+        SELECT r.id AS run_id, m.name AS mlip, c.family AS family, c.x AS x,
+               r.composition_id AS composition_id, r.quench_rate_k_ps AS quench_rate_k_ps,
+               r.seed AS seed, r.protocol_id AS protocol_id, r.status AS status,
+               rf.frame_id AS final_frame_id, {names}
+        FROM run r
+        JOIN mlip m ON m.id = r.mlip_id
+        JOIN composition c ON c.id = r.composition_id
+        LEFT JOIN run_final_frame rf ON rf.run_id = r.id
+        LEFT JOIN (SELECT run_id, {props} FROM property GROUP BY run_id) p ON p.run_id = r.id
+        ORDER BY r.id
+        """
+
+
+def _final_frames(conn: Connection, frame_ids: Sequence[int]) -> pd.DataFrame:
+    cols = ", ".join(f"ff.{c}" for c in _FRACTION_COLUMNS)
+    # Speciation and coordination are written together (repos.add_analysis), so joining
+    # coordination onto the fractions loses nothing.
+    return _by_ids(
+        conn,
+        f"""
+        SELECT ff.frame_id AS final_frame_id, {cols}, co.na_cn_mean AS na_cn,
+               co.ss_fraction AS ss_fraction
+        FROM frame_fractions ff LEFT JOIN coordination co ON co.frame_id = ff.frame_id
+        WHERE ff.frame_id IN :ids
+        """,
+        frame_ids,
+        ["final_frame_id", *_FRACTION_COLUMNS, "na_cn", "ss_fraction"],
+    )
+
+
+def load_runs(conn: Connection) -> pd.DataFrame:
+    """One row per run: the columns of ``run_detail`` that reports use (any status)."""
+    runs = _frame(conn, _runs_sql())
+    frame_ids = [int(f) for f in runs["final_frame_id"].dropna()]
+    final = _final_frames(conn, frame_ids)
+    runs = runs.merge(final, on="final_frame_id", how="left") if not final.empty else runs
+    for c in RUN_COLUMNS:
+        if c not in runs.columns:
+            runs[c] = float("nan")
+    runs = runs[list(RUN_COLUMNS)]
+    text = (Key.mlip, "family", "status", Key.run_id, Key.seed)
+    runs = _numeric(runs, [c for c in RUN_COLUMNS if c not in text])
+    return runs.sort_values(Key.run_id, kind="stable").reset_index(drop=True)
+
+
+def load_experiment(conn: Connection) -> pd.DataFrame:
+    df = _frame(
+        conn,
+        """
+        SELECT e.composition_id AS composition_id, c.family AS family, c.x AS x,
+               e.property AS property, e.value AS value, e.uncertainty AS uncertainty,
+               e.source AS source
+        FROM experiment e JOIN composition c ON c.id = e.composition_id
+        WHERE e.composition_id IS NOT NULL
+        ORDER BY c.family, c.x, e.property, e.source
+        """,
+    )
+    return _numeric(df, ("x", "value", "uncertainty"))
+
+
+def load_mae_inputs(engine: Engine) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Runs and glass experiments: all the MAE table needs (one read transaction)."""
+    with engine.connect() as conn:
+        return load_runs(conn), load_experiment(conn)
+
+
+def _trace_candidates(conn: Connection) -> pd.DataFrame:
+    return _frame(
+        conn,
+        """
+        SELECT f.run_id AS run_id, COUNT(*) AS n_frames
+        FROM frame f
+        JOIN run r ON r.id = f.run_id
+        LEFT JOIN thermo t ON t.run_id = f.run_id AND t.step = f.step
+        WHERE r.status = 'done' AND f.stage <> 'strain'
+          AND COALESCE(f.temperature_k, t.temperature_k) IS NOT NULL
+          AND EXISTS (SELECT 1 FROM speciation s WHERE s.frame_id = f.id)
+        GROUP BY f.run_id
+        ORDER BY f.run_id
+        """,
+    )
+
+
+def _traces(conn: Connection, run_ids: Sequence[int]) -> pd.DataFrame:
+    # Nominal temperature where the runner recorded one, else the thermo row of the same
+    # step (file ingests know the instantaneous temperature only).
+    frames = _by_ids(
+        conn,
+        """
+        SELECT f.run_id AS run_id, f.id AS frame_id, f.stage AS stage, f.step AS step,
+               COALESCE(f.temperature_k, t.temperature_k) AS temperature_k
+        FROM frame f
+        LEFT JOIN thermo t ON t.run_id = f.run_id AND t.step = f.step
+        WHERE f.run_id IN :ids AND f.stage <> 'strain'
+          AND COALESCE(f.temperature_k, t.temperature_k) IS NOT NULL
+        ORDER BY f.run_id, f.step
+        """,
+        run_ids,
+        ["run_id", "frame_id", "stage", "step", "temperature_k"],
+    )
+    fr = _fractions(conn, [int(i) for i in frames["frame_id"]])
+    out = frames.merge(fr, on="frame_id", how="inner").drop(columns="frame_id")
+    out = _numeric(out, ("temperature_k", *_FRACTION_COLUMNS))
+    return out.sort_values(["run_id", "step"], kind="stable").reset_index(drop=True)
+
+
+def choose_trace_runs(
+    candidates: pd.DataFrame, runs: pd.DataFrame, *, per_mlip: int = 1
+) -> list[int]:
+    """Default runs to trace: per MLIP, those with the most analysed frames.
+
+    Ties go to the lowest x, quench rate, seed and run id, so the choice is stable.
+    """
+    if candidates.empty:
+        return []
+    keyed = candidates.merge(runs[[Key.run_id, Key.mlip, Key.x, Key.quench_rate, Key.seed]])
+    keyed = keyed.assign(neg=-keyed["n_frames"]).sort_values(
+        ["neg", Key.x, Key.quench_rate, Key.seed, Key.run_id]
+    )
+    chosen = keyed.groupby(Key.mlip, sort=True).head(per_mlip)
+    return sorted(int(r) for r in chosen[Key.run_id])
+
+
+def load_report_data(engine: Engine, *, trace_runs: Sequence[int] | None = None) -> ReportData:
+    """Read everything a report needs in one transaction.
+
+    ``trace_runs``: run ids whose frames are traced vs temperature; default one per MLIP
+    (:func:`choose_trace_runs`). Unknown ids are ignored (the report lists what it traced).
+    """
+    with engine.connect() as conn:
+        mlips = _frame(conn, "SELECT name AS mlip, arch FROM mlip ORDER BY name")
+        runs = load_runs(conn)
+        experiment = load_experiment(conn)
+        crystal_experiment = _numeric(
+            _frame(
+                conn,
+                """
+                SELECT crystal, property, value, uncertainty, source FROM experiment
+                WHERE crystal IS NOT NULL ORDER BY crystal, property, source
+                """,
+            ),
+            ("value", "uncertainty"),
+        )
+        crystals = _numeric(
+            _frame(
+                conn,
+                """
+                SELECT m.name AS mlip, cv.crystal AS crystal,
+                       cv.volume_per_fu_a3 AS volume_per_fu_a3,
+                       cv.exp_volume_per_fu_a3 AS exp_volume_per_fu_a3
+                FROM crystal_volume cv JOIN mlip m ON m.id = cv.mlip_id
+                ORDER BY m.name, cv.crystal
+                """,
+            ),
+            ("volume_per_fu_a3", "exp_volume_per_fu_a3"),
+        )
+        candidates = _trace_candidates(conn)
+        if trace_runs is None:
+            chosen = choose_trace_runs(candidates, runs)
+        else:
+            known = set(candidates["run_id"].astype(int)) if not candidates.empty else set()
+            chosen = sorted({int(r) for r in trace_runs} & known)
+        traces = _traces(conn, chosen)
+    if not traces.empty:
+        traces = traces.merge(
+            runs[[Key.run_id, Key.mlip, Key.x, Key.quench_rate, Key.seed]], on="run_id"
+        )
+    return ReportData(
+        mlips=mlips,
+        runs=runs,
+        experiment=experiment,
+        crystal_experiment=crystal_experiment,
+        crystals=crystals,
+        trace_candidates=candidates,
+        traces=traces,
+    )
+
+
+def fingerprint(data: ReportData, params: dict[str, object]) -> str:
+    """sha256 of the query results and of the options that shape the report's content.
+
+    Floats are written with ``repr`` precision, so any change of a stored value changes it.
+    """
+    h = hashlib.sha256()
+    h.update(json.dumps(params, sort_keys=True, default=str).encode())
+    for f in fields(data):
+        df: pd.DataFrame = getattr(data, f.name)
+        h.update(f"\n#{f.name}\n".encode())
+        h.update(df.to_csv(index=False, lineterminator="\n", float_format=repr).encode())
+    return h.hexdigest()
