@@ -274,14 +274,20 @@ def prepare(url: str, *, rebuild: bool, thermo_rows: int, frames: int) -> str:
     return surl
 
 
-def median_time(fn: Callable[[], Any], repeat: int) -> tuple[float, list[float]]:
-    fn()  # warm caches (imports, the server's buffers) once, untimed
-    times = []
+def median_time(fn: Callable[[], Any], repeat: int) -> tuple[float, float, list[float]]:
+    """Median wall time, median CPU time of this process, and all wall times (s).
+
+    CPU time excludes the database server's work; on a shared machine the wall time also
+    includes waiting for a CPU, and the two together tell load from cost.
+    """
+    fn()  # warm caches (imports, prepared statements, the server's buffers) once, untimed
+    walls, cpus = [], []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), times
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+    return statistics.median(walls), statistics.median(cpus), walls
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -293,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=50)
     args = ap.parse_args(argv)
 
-    from glassbench.reports import generate_report, load_mae_inputs, mae_table
+    from glassbench.reports import generate_report, load_mae_inputs, mae_points, mae_table
+    from glassbench.reports.metrics import completed
 
     url = prepare(
         args.url or base_url(),
@@ -302,34 +309,41 @@ def main(argv: list[str] | None = None) -> int:
         frames=args.frames,
     )
     engine = make_engine(url)
+    with engine.connect() as c:
+        sizes = {
+            t: c.execute(sa.text(f"SELECT COUNT(*) FROM {t}")).scalar_one()
+            for t in ("run", "thermo", "frame", "speciation")
+        }
+    print("database: " + ", ".join(f"{t} {n:,}" for t, n in sizes.items()))
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "report"
-        t_report, all_report = median_time(
+        t_report, c_report, all_report = median_time(
             lambda: generate_report(engine, out_dir=out, force=True), args.repeat
         )
         files = sorted(p.name for p in out.rglob("*") if p.is_file())
 
     def mae_query() -> Any:
         runs, experiment = load_mae_inputs(engine)
-        return mae_table(runs, experiment)
+        return mae_table(mae_points(completed(runs), experiment))
 
-    t_mae, all_mae = median_time(mae_query, max(args.repeat, 10))
+    t_mae, c_mae, all_mae = median_time(mae_query, max(args.repeat, 11))
     rows = mae_query()
 
     def view() -> Any:
         with engine.connect() as c:
             return c.execute(sa.text("SELECT * FROM mlip_mae")).all()
 
-    t_view, all_view = median_time(view, args.repeat)
+    t_view, _, all_view = median_time(view, args.repeat)
     engine.dispose()
 
     print(f"report files: {len(files)}; MAE rows: {len(rows)}")
-    print(f"full report (html,md,csv)   median {t_report:7.3f} s   target < 10 s   "
-          f"runs: {', '.join(f'{t:.2f}' for t in all_report)}")  # fmt: skip
-    print(f"MAE query (report)          median {t_mae * 1e3:7.1f} ms  target < 100 ms  "
-          f"runs: {', '.join(f'{t * 1e3:.0f}' for t in all_mae)}")  # fmt: skip
-    print(f"SELECT * FROM mlip_mae view median {t_view * 1e3:7.1f} ms  (for comparison)  "
-          f"runs: {', '.join(f'{t * 1e3:.0f}' for t in all_view)}")  # fmt: skip
+    print(f"full report (html,md,csv)  median {t_report:7.3f} s  (client CPU {c_report:.2f} s)"
+          f"  target < 10 s   runs: {', '.join(f'{t:.2f}' for t in all_report)}")  # fmt: skip
+    print(f"MAE query (report)         median {t_mae * 1e3:7.1f} ms (client CPU "
+          f"{c_mae * 1e3:.0f} ms) target < 100 ms  runs: "
+          f"{', '.join(f'{t * 1e3:.0f}' for t in all_mae)}")  # fmt: skip
+    print(f"SELECT * FROM mlip_mae     median {t_view * 1e3:7.1f} ms (the SQL view, for "
+          f"comparison)  runs: {', '.join(f'{t * 1e3:.0f}' for t in all_view)}")  # fmt: skip
     ok = t_report < 10.0 and t_mae < 0.1
     print("PASS" if ok else "FAIL: a target was missed")
     return 0 if ok else 1

@@ -135,3 +135,15 @@ def sqlite_path(url: str) -> str | None:
 
 
 __all__ = ["sqlite3"]
+
+
+@pytest.fixture
+def sqlite_gb(sqlite_url: str) -> Any:
+    """(CLI, engine) on a migrated SQLite database: for tests whose point is not the engine."""
+    from glassbench.service.db import make_engine
+    from glassbench.service.migrations import upgrade
+
+    eng = make_engine(sqlite_url)
+    upgrade(eng)
+    yield Cli(sqlite_url), eng
+    eng.dispose()

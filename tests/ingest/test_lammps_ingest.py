@@ -62,6 +62,8 @@ def test_lammps_metal_two_runs_norm_and_frames(gb: Any, engine: Any, mlip: str) 
     # later values (600 K, run 1's columns) winning
     assert thermo[73].temperature_k == 600.0
     assert thermo[73].kinetic_energy_ev == pytest.approx(3.9553604)
+    # the minimizer's block (thermo_style one) has no KinEng column: NULL, not 0
+    assert thermo[0].kinetic_energy_ev is None and thermo[0].volume_a3 is None
 
     frames = _rows(engine, "SELECT stage, step, time_ps, n_atoms FROM frame ORDER BY step")
     assert [f.step for f in frames] == list(range(100, 451, 50))

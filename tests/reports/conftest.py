@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import statistics
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,9 +112,7 @@ def _structure(mlip: str, x: float, density: float, seed: int) -> Any:
         f = dimer_glass(x, FORMULA_UNITS, density_g_cm3=density, seed=seed)
         # Same atom order in every frame of a run, as the ingest requires.
         order = np.argsort(f.numbers, kind="stable")
-        return Atoms(
-            numbers=f.numbers[order], positions=f.positions[order], cell=f.cell, pbc=True
-        )
+        return Atoms(numbers=f.numbers[order], positions=f.positions[order], cell=f.cell, pbc=True)
     from glassbench.runners.structure import random_glass
 
     return random_glass(x, FORMULA_UNITS, seed, density_g_cm3=density)
@@ -147,7 +146,9 @@ def young(mlip: str, x: float, q: float, seed: int) -> float:
 def write_experiment_csv(path: Path, rows: Any = EXPERIMENT_ROWS) -> Path:
     lines = ["x,property,value,uncertainty,source"]
     for x, prop, value, unc, suffix in rows:
-        lines.append(f'{x:g},{prop},{value!r},{"" if unc is None else unc},"{SYNTHETIC_SOURCE}{suffix}"')
+        lines.append(
+            f'{x:g},{prop},{value!r},{"" if unc is None else unc},"{SYNTHETIC_SOURCE}{suffix}"'
+        )
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -239,3 +240,16 @@ def populated(gb: Any, engine: Any, tmp_path: Path) -> Expected:
 
 def dump(obj: Any) -> str:
     return json.dumps(obj, indent=1, default=str)
+
+
+@pytest.fixture
+def sqlite_gb(sqlite_url: str) -> Iterator[tuple[Any, Any]]:
+    """(CLI runner, engine) on a migrated SQLite database, for tests that need one engine."""
+    from glassbench.service.db import make_engine
+    from glassbench.service.migrations import upgrade
+    from tests.conftest import Cli
+
+    eng = make_engine(sqlite_url)
+    upgrade(eng)
+    yield Cli(sqlite_url), eng
+    eng.dispose()

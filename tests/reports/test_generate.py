@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pytest
 import sqlalchemy as sa
 
 from glassbench.reports.generate import FIGURE_NAMES, TABLE_NAMES
@@ -33,6 +34,7 @@ def _report_rows(engine: Any) -> list[Any]:
         ).all()
 
 
+@pytest.mark.slow
 def test_fingerprint_reuse_force_and_new_data(
     gb: Any, engine: Any, populated: Expected, tmp_path: Path
 ) -> None:

@@ -51,9 +51,7 @@ def test_ingested_values_are_what_the_structures_say(engine: Any, populated: Exp
 def test_mae_equals_independent_computation(engine: Any, populated: Expected) -> None:
     table = _report_mae(engine)
     expected = independent_mae(populated)
-    got = {
-        (r.mlip, r.property): (r.n, r.mae, r.mean_error) for r in table.itertuples(index=False)
-    }
+    got = {(r.mlip, r.property): (r.n, r.mae, r.mean_error) for r in table.itertuples(index=False)}
     assert set(got) == set(expected)
     for k, (n, mae, me) in expected.items():
         assert got[k][0] == n, k
@@ -108,7 +106,11 @@ def test_seed_statistics(engine: Any, populated: Expected) -> None:
         & (points["x"] == 1.0)
         & (points["property"] == "young_modulus_gpa")
     ].iloc[0]
-    vals = [v["young_modulus_gpa"] for k, v in populated.runs.items() if k[:3] == (MLIP_RANDOM, 1.0, 1.0)]
+    vals = [
+        v["young_modulus_gpa"]
+        for k, v in populated.runs.items()
+        if k[:3] == (MLIP_RANDOM, 1.0, 1.0)
+    ]
     assert p["n_seeds"] == 2
     assert p["sim_mean"] == pytest.approx(sum(vals) / 2)
     assert p["sim_std"] == pytest.approx(pd.Series(vals).std(ddof=1))

@@ -18,6 +18,7 @@ DEFAULT_CUTOFFS: Mapping[str, float] = MappingProxyType(
     }
 )
 
+
 # Pair names are matched without regard to order or case ("s-p", "S-P" and "P-S" are one pair).
 def _pair_key(a: str, b: str) -> tuple[str, str]:
     lo, hi = sorted((a.lower(), b.lower()))

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-IntArray = NDArray[np.int64]
+IntArray = NDArray[np.intp]
 FloatArray = NDArray[np.float64]
 
 # vesin objects keep internal buffers; one per thread and cutoff so that concurrent analyses
@@ -16,8 +18,8 @@ FloatArray = NDArray[np.float64]
 _local = threading.local()
 
 
-def _neighbor_list(cutoff: float):  # -> vesin.NeighborList
-    cache: dict[float, object] | None = getattr(_local, "cache", None)
+def _neighbor_list(cutoff: float) -> Any:
+    cache: dict[float, Any] | None = getattr(_local, "cache", None)
     if cache is None:
         cache = _local.cache = {}
     nl = cache.get(cutoff)
@@ -30,14 +32,19 @@ def _neighbor_list(cutoff: float):  # -> vesin.NeighborList
     return nl
 
 
+def _volume(box: list[list[float]]) -> float:
+    (a, b, c), (d, e, f), (g, h, k) = box
+    return a * (e * k - f * h) - b * (d * k - f * g) + c * (d * h - e * g)
+
+
 def normalise_geometry(
     positions: ArrayLike, cell: ArrayLike | None, pbc: bool | ArrayLike
-) -> tuple[FloatArray, FloatArray, NDArray[np.bool_]]:
-    """Validate shapes and return (positions, cell, pbc) as float64/bool arrays.
+) -> tuple[FloatArray, FloatArray, list[bool]]:
+    """Validate shapes and return (positions, cell, pbc) as float64 arrays and three bools.
 
     A non-periodic direction may have a zero cell vector (ASE writes a zero cell for molecules);
     it is replaced by a vector perpendicular to the others, which the neighbour search only
-    uses to lay out its bins.
+    uses to lay out its bins. Raises ValueError for bad shapes, NaN, or a singular periodic cell.
     """
     pos = np.ascontiguousarray(positions, dtype=np.float64)
     if pos.ndim != 2 or pos.shape[1] != 3:
@@ -49,21 +56,25 @@ def normalise_geometry(
         box = np.diag(box)
     if box.shape != (3, 3):
         raise ValueError(f"cell must have shape (3, 3) or (3,), got {box.shape}")
-    if not np.isfinite(box).all():
+    rows = box.tolist()
+    # Plain floats: for a 3x3 cell this is several times faster than numpy.linalg.
+    lengths = [math.sqrt(x * x + y * y + z * z) for x, y, z in rows]
+    if not all(math.isfinite(v) for v in lengths):
         raise ValueError("cell contains NaN or infinity")
-    periodic = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,)).copy()
+    periodic = [bool(v) for v in np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))]
 
-    lengths = np.linalg.norm(box, axis=1)
-    if periodic.any():
-        if (lengths[periodic] == 0).any():
+    if any(periodic):
+        if any(p and v == 0 for p, v in zip(periodic, lengths, strict=True)):
             raise ValueError("periodic direction with a zero cell vector")
-        if not periodic.all():
-            box = _fill_open_directions(box, periodic, pos)
-        if abs(np.linalg.det(box)) < 1e-9 * max(lengths.max(), 1.0) ** 3:
+        if not all(periodic):
+            box = _fill_open_directions(box, np.array(periodic), pos)
+            rows = box.tolist()
+            lengths = [math.sqrt(x * x + y * y + z * z) for x, y, z in rows]
+        if abs(_volume(rows)) < 1e-9 * max(*lengths, 1.0) ** 3:
             raise ValueError("cell is singular (zero volume)")
-    else:
-        # Fully open: vesin accepts any box here, zero included.
-        box = np.zeros((3, 3)) if abs(np.linalg.det(box)) < 1e-12 else box
+    elif abs(_volume(rows)) < 1e-12:
+        # Fully open: vesin accepts any box here, zero included, but not a singular nonzero one.
+        box = np.zeros((3, 3))
     return pos, box, periodic
 
 
@@ -106,17 +117,20 @@ class Pairs:
 
 
 def half_pairs(
-    positions: FloatArray, cell: FloatArray, pbc: NDArray[np.bool_], cutoff: float
+    positions: FloatArray, cell: FloatArray, pbc: list[bool], cutoff: float, *, copy: bool = True
 ) -> Pairs:
-    """All pairs within ``cutoff`` (inclusive), each listed once, over periodic images."""
+    """All pairs within ``cutoff`` (inclusive), each listed once, over periodic images.
+
+    ``copy=False`` saves a copy of every array, but ``distances`` and ``shifts`` are then views
+    into a per-thread buffer, valid only until the next call with the same cutoff.
+    """
     n = len(positions)
     if n == 0 or cutoff <= 0:
-        empty = np.zeros(0, dtype=np.int64)
+        empty = np.zeros(0, dtype=np.intp)
         return Pairs(empty, empty.copy(), np.zeros(0), np.zeros((0, 3), dtype=np.int32))
     # Pad so that a pair exactly at the cutoff is found; the caller filters with <=.
     padded = cutoff * (1 + 1e-9) + 1e-9
     nl = _neighbor_list(padded)
-    i, j, s, d = nl.compute(  # type: ignore[attr-defined]
-        positions, cell, pbc.tolist(), quantities="ijSd", copy=True
-    )
-    return Pairs(i.astype(np.int64), j.astype(np.int64), d, s)
+    i, j, s, d = nl.compute(positions, cell, pbc, quantities="ijSd", copy=copy)
+    # vesin gives uint64 indices; numpy gathers with intp several times faster.
+    return Pairs(i.astype(np.intp), j.astype(np.intp), d, s)

@@ -8,7 +8,8 @@ has two neighbours, as it does in the infinite crystal.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,11 +25,15 @@ if TYPE_CHECKING:
 # Species codes; 0 is "anything else" and takes part in no bond.
 _NA, _P, _S, _O = 1, 2, 3, 4
 _NCODE = 5
-_Z_TO_CODE = np.zeros(256, dtype=np.int64)
+_Z_TO_CODE = np.zeros(256, dtype=np.intp)
 _Z_TO_CODE[[11, 15, 16, 8]] = [_NA, _P, _S, _O]
 _SYMBOL_CODE = {"Na": _NA, "P": _P, "S": _S, "O": _O}
 
-# Pair types are lo_code * _NCODE + hi_code with lo_code <= hi_code.
+# A pair of atoms with codes (a, b) has the ordered key a * _NCODE + b. Its type is the key of
+# the same pair ordered lo <= hi, and _FLIP marks keys given in the opposite order.
+_KEYS = np.arange(_NCODE * _NCODE)
+_FLIP = (_KEYS // _NCODE) > (_KEYS % _NCODE)
+_TYPE = np.where(_FLIP, (_KEYS % _NCODE) * _NCODE + _KEYS // _NCODE, _KEYS)
 _T_NA_S = _NA * _NCODE + _S
 _T_NA_O = _NA * _NCODE + _O
 _T_P_P = _P * _NCODE + _P
@@ -156,18 +161,20 @@ class FrameAnalysis:
         return out
 
 
-def _cutoff_table(cutoffs: Mapping[str, float]) -> NDArray[np.float64]:
+@functools.lru_cache(maxsize=32)
+def _cutoff_table(cutoffs: tuple[tuple[str, float], ...]) -> NDArray[np.float64]:
     # -1 so that no distance, not even a zero one from overlapping atoms, bonds other pairs.
     table = np.full(_NCODE * _NCODE, -1.0)
-    for name, value in cutoffs.items():
+    for name, value in cutoffs:
         a, b = (_SYMBOL_CODE[s] for s in name.split("-"))
-        table[min(a, b) * _NCODE + max(a, b)] = value
+        table[a * _NCODE + b] = table[b * _NCODE + a] = value
+    table.flags.writeable = False  # shared between calls through the cache
     return table
 
 
 def _components(
-    a: NDArray[np.int64], b: NDArray[np.int64]
-) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    a: NDArray[np.intp], b: NDArray[np.intp]
+) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
     """Connected components of the multigraph with edges (a, b) over the atoms it touches.
 
     Returns (atoms per component, edges per component). A component with at least as many edges
@@ -188,36 +195,46 @@ def _components(
 
 
 def _edge_sharing_flags(
-    p_of: NDArray[np.int64],
-    a_of: NDArray[np.int64],
-    t_of: NDArray[np.int32],
+    p_of: NDArray[np.intp],
+    a_of: NDArray[np.intp],
+    image_of: Callable[[NDArray[np.intp]], NDArray[np.int64]],
     n_atoms: int,
 ) -> NDArray[np.bool_]:
     """Flag P atoms that share two or more anions with the same (image of a) P atom.
 
-    ``p_of``, ``a_of``, ``t_of``: P index, anion index and image offset of the anion seen from
-    the P, for every P-anion contact whose anion is bridging. Two contacts on one anion relate
-    P_a to the image ``t_a - t_b`` of P_b; two P share an edge when one such relation is
-    produced by two different anions.
+    ``p_of``, ``a_of``: P and anion index of every P-anion contact whose anion is bridging;
+    ``image_of(rows)``: the image offsets (rows, 3) of those contacts' anions seen from their P.
+    Two contacts on one anion relate P_a to the image ``t_a - t_b`` of P_b; two P share an
+    edge when one such relation comes from two different anions. Offsets matter only in cells
+    smaller than about twice the P...P distance, where two anions can bridge P_a to two
+    different images of P_b, so they are fetched only for pairs that share two anions by index.
     """
     flags = np.zeros(n_atoms, dtype=bool)
     if len(a_of) < 4:
         return flags
     order = np.argsort(a_of, kind="stable")
-    a_s, p_s, t_s = a_of[order], p_of[order], t_of[order].astype(np.int64)
-    pa_l, pb_l, r_l = [], [], []
+    a_s = a_of[order]
+    first_l, second_l = [], []
     # Contacts of one anion are adjacent after sorting; offset m pairs each with the m-th next.
     for m in range(1, len(a_s)):
-        same = a_s[:-m] == a_s[m:]
-        if not same.any():
+        same = np.flatnonzero(a_s[:-m] == a_s[m:])
+        if not len(same):
             break
-        lo = np.flatnonzero(same)
-        pa_l.append(p_s[lo])
-        pb_l.append(p_s[lo + m])
-        r_l.append(t_s[lo] - t_s[lo + m])
-    if not pa_l:
+        first_l.append(order[same])
+        second_l.append(order[same + m])
+    if not first_l:
         return flags
-    pa, pb, r = np.concatenate(pa_l), np.concatenate(pb_l), np.concatenate(r_l)
+    ca, cb = np.concatenate(first_l), np.concatenate(second_l)
+    pa, pb = p_of[ca], p_of[cb]
+    # Cheap pre-filter on indices alone: most frames have no P pair sharing two anions.
+    pair_key = np.minimum(pa, pb) * n_atoms + np.maximum(pa, pb)
+    ks = np.sort(pair_key)
+    dup = ks[1:][ks[1:] == ks[:-1]]
+    if not len(dup):
+        return flags
+    cand = np.flatnonzero(np.isin(pair_key, dup))
+    ca, cb, pa, pb = ca[cand], cb[cand], pa[cand], pb[cand]
+    r = image_of(ca) - image_of(cb)
     # Canonical orientation so that (P_a, P_b, r) and (P_b, P_a, -r) are one relation.
     r_neg = (r[:, 0] < 0) | ((r[:, 0] == 0) & ((r[:, 1] < 0) | ((r[:, 1] == 0) & (r[:, 2] < 0))))
     swap = (pa > pb) | ((pa == pb) & r_neg)
@@ -242,7 +259,8 @@ def analyze_frame(
 
     numbers: atomic numbers (N,); positions: Cartesian Å (N, 3), wrapped or not; cell: (3, 3)
     rows are cell vectors (may be zero where not periodic); pbc: bool or three bools;
-    cutoffs: overrides of `DEFAULT_CUTOFFS` by pair name ("S-P" == "P-S"), in Å.
+    cutoffs: overrides of `DEFAULT_CUTOFFS` by pair name ("S-P" == "P-S"), in Å; a pair is
+    bonded when its distance is <= its cutoff.
     Elements other than Na, P, S, O are counted in ``n_atoms`` and otherwise ignored.
     Raises ValueError for inconsistent shapes, a singular periodic cell or bad cutoffs.
     """
@@ -254,36 +272,37 @@ def analyze_frame(
     if len(pos) != len(z):
         raise ValueError(f"{len(z)} atomic numbers but {len(pos)} positions")
     n_atoms = len(z)
-    codes = _Z_TO_CODE[np.clip(z.astype(np.int64), 0, 255)]
+    # mode="clip" sends out-of-table numbers to the ends of the table, both "other" (code 0).
+    codes = np.take(_Z_TO_CODE, z, mode="clip")
     if n_atoms and not codes.all():
         # Foreign atoms bond to nothing: leave them out of the neighbour search.
         keep_atoms = codes > 0
         codes, pos = codes[keep_atoms], pos[keep_atoms]
     n = len(codes)
 
-    table = _cutoff_table(used)
-    pairs = half_pairs(pos, box, periodic, float(table.max()))
-    ci, cj = codes[pairs.i], codes[pairs.j]
-    swap = ci > cj
-    ptype = np.where(swap, cj * _NCODE + ci, ci * _NCODE + cj)
-    bonded = pairs.distances <= table[ptype]
-    ptype, swap = ptype[bonded], swap[bonded]
-    pi, pj, sh = pairs.i[bonded], pairs.j[bonded], pairs.shifts[bonded]
+    table = _cutoff_table(tuple(used.items()))
+    # copy=False: the pair arrays are consumed within this call, before any other search.
+    pairs = half_pairs(pos, box, periodic, float(table.max()), copy=False)
+    key = codes[pairs.i] * _NCODE + codes[pairs.j]
+    sel = np.flatnonzero(pairs.distances <= table[key])
+    key = key[sel]
+    pi, pj = pairs.i[sel], pairs.j[sel]
+    flip = _FLIP[key]
+    ptype = _TYPE[key]
     # Orient every bond from the lower to the higher species code (Na < P < S < O).
-    lo = np.where(swap, pj, pi)
-    hi = np.where(swap, pi, pj)
+    lo = np.where(flip, pj, pi)
+    hi = np.where(flip, pi, pj)
 
-    is_px = (ptype == _T_P_S) | (ptype == _T_P_O)
-    p_of, a_of = lo[is_px], hi[is_px]
-    t_of = np.where(swap[is_px, None], -sh[is_px], sh[is_px])
+    px = np.flatnonzero((ptype == _T_P_S) | (ptype == _T_P_O))
+    p_of, a_of = lo[px], hi[px]
     is_pp = ptype == _T_P_P
     pp_a, pp_b = lo[is_pp], hi[is_pp]
 
     n_anion = np.bincount(p_of, minlength=n)
     n_p_of_anion = np.bincount(a_of, minlength=n)
     n_pp = np.bincount(pp_a, minlength=n) + np.bincount(pp_b, minlength=n)
-    bridging_contact = n_p_of_anion[a_of] >= 2
-    n_bridging = np.bincount(p_of[bridging_contact], minlength=n)
+    bridging = np.flatnonzero(n_p_of_anion[a_of] >= 2)
+    n_bridging = np.bincount(p_of[bridging], minlength=n)
 
     p_idx = np.flatnonzero(codes == _P)
     na_p, npp_p = n_anion[p_idx], n_pp[p_idx]
@@ -292,9 +311,15 @@ def analyze_frame(
     n_p1p = int(np.count_nonzero((na_p == 3) & (npp_p == 1)))
     n_p3c = int(np.count_nonzero((na_p == 3) & (npp_p == 0)))
 
-    es = _edge_sharing_flags(
-        p_of[bridging_contact], a_of[bridging_contact], t_of[bridging_contact], n
-    )
+    def anion_image(rows: NDArray[np.intp]) -> NDArray[np.int64]:
+        # Image offset of the anion seen from its P for the given bridging contacts.
+        contact = px[bridging[rows]]
+        t = pairs.shifts[sel[contact]].astype(np.int64)
+        t[flip[contact]] *= -1
+        return t
+
+    es = _edge_sharing_flags(p_of[bridging], a_of[bridging], anion_image, n)
+    n_p2es = int(np.count_nonzero(es))
     n_ppchain = 0
     if len(pp_a):
         sizes, edges = _components(pp_a, pp_b)
@@ -308,8 +333,8 @@ def analyze_frame(
         P4=int(pn[4]),
         P1P=n_p1p,
         P3c=n_p3c,
-        P_other=int(len(p_idx) - tetra.sum() - n_p1p - n_p3c),
-        P2ES=int(np.count_nonzero(es)),
+        P_other=int(len(p_idx) - np.count_nonzero(tetra) - n_p1p - n_p3c),
+        P2ES=n_p2es,
         PPchain=n_ppchain,
     )
 
@@ -349,13 +374,13 @@ def analyze_frame(
         cn_s = np.bincount(lo[ptype == _T_NA_S], minlength=n)[na_idx]
         cn_o = np.bincount(lo[ptype == _T_NA_O], minlength=n)[na_idx]
         hist = np.bincount(cn_s + cn_o)
-        nz = np.flatnonzero(hist)
+        n_s_contacts, n_o_contacts = int(cn_s.sum()), int(cn_o.sum())
         na = NaCoordination(
             n=len(na_idx),
-            cn_mean=float((cn_s.sum() + cn_o.sum()) / len(na_idx)),
-            cn_S_mean=float(cn_s.mean()),
-            cn_O_mean=float(cn_o.mean()),
-            histogram={int(k): int(hist[k]) for k in nz},
+            cn_mean=(n_s_contacts + n_o_contacts) / len(na_idx),
+            cn_S_mean=n_s_contacts / len(na_idx),
+            cn_O_mean=n_o_contacts / len(na_idx),
+            histogram={int(k): int(hist[k]) for k in np.flatnonzero(hist)},
         )
 
     return FrameAnalysis(

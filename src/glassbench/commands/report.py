@@ -142,7 +142,7 @@ def schedule(
     from glassbench.service.db import describe
 
     if (cron is None) == (interval_seconds is None):
-        raise BadInput("give --cron EXPR", source="report schedule")
+        raise BadInput("give one schedule: --cron EXPR", source="report schedule")
     fmts = _formats(formats)
     out = _out(app, out_dir)
     if cron is not None:

@@ -646,8 +646,9 @@ class LammpsDump:
                     )
                 n = header["n"]
                 lines = list(itertools.islice(fh, n))
+                blob = b"".join(lines)
                 if self._progress is not None:
-                    self._progress(sum(len(b) for b in lines))
+                    self._progress(len(blob))
                 first_atom_line = lineno + 1
                 lineno += len(lines)
                 if len(lines) < n:
@@ -656,7 +657,8 @@ class LammpsDump:
                         lineno,
                         index,
                     )
-                yield self._atoms(index, ln, first_atom_line, item.split()[1:], lines, header)
+                cols = item.split()[1:]
+                yield self._atoms(index, ln, first_atom_line, cols, lines, blob, header)
                 index += 1
                 header = {}
             else:
@@ -693,8 +695,9 @@ class LammpsDump:
             vals = np.array([[float(t) for t in ln.split()] for ln in lines])
         except ValueError:
             raise self._bad("malformed BOX BOUNDS", lineno) from None
-        if vals.shape != (3, 3 if tilted else 2) and not (not tilted and vals.shape == (3, 3)):
-            raise self._bad("malformed BOX BOUNDS", lineno)
+        if vals.shape != (3, 3 if tilted else 2):
+            # includes LAMMPS's general triclinic "BOX BOUNDS abc origin", not supported
+            raise self._bad(f"unsupported or malformed '{item}'", lineno)
         if not np.isfinite(vals).all():
             raise self._bad("non-finite BOX BOUNDS", lineno)
         if tilted:
@@ -721,6 +724,7 @@ class LammpsDump:
         first_line: int,
         cols: list[str],
         lines: list[bytes],
+        blob: bytes,
         header: Mapping[str, Any],
     ) -> DumpFrame:
         n = len(lines)
@@ -736,7 +740,6 @@ class LammpsDump:
             numeric.append(col["id"])
         if not has_element:
             numeric.append(col["type"])
-        blob = b"".join(lines)
         try:
             data = np.loadtxt(io.BytesIO(blob), usecols=numeric, ndmin=2, dtype=np.float64)
         except ValueError:

@@ -126,7 +126,8 @@ def trend_figure(
     many_protocols = trends[Key.protocol_id].nunique() > 1
     rates = sorted(trends[Key.quench_rate].dropna().unique())
     n_series = len(data.groupby(list(SERIES_KEYS), dropna=False)) + (0 if exp.empty else 1)
-    fig, axes = _panels(len(keys), legend_entries=n_series)
+    legend_cols = 2 if len(keys) == 1 else 4
+    fig, axes = _panels(len(keys), legend_entries=n_series, legend_cols=legend_cols)
     handles: dict[str, Any] = {}
     for ax, key in zip(axes, keys, strict=True):
         sub = data[data[Key.prop] == key]
@@ -169,7 +170,7 @@ def trend_figure(
         ax.set_ylabel(axis_label(key))
         ax.grid(alpha=0.3)
     if handles:
-        _legend(fig, list(handles.values()), list(handles.keys()), 4)
+        _legend(fig, list(handles.values()), list(handles.keys()), legend_cols)
     _title(fig, f"{title} (error bars: std over seeds)")
     return _png(fig)
 

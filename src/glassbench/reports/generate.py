@@ -57,7 +57,7 @@ TABLE_DIR = "tables"
 _SAFE_NAME = re.compile(r"^[a-z0-9_]+$")
 
 TABLE_NAMES = (
-    "coverage", "mae", "mae_points", "experiment", "trends", "experiment_trends", "artefacts",
+    "coverage", "mae_matrix", "mae", "mae_points", "experiment", "trends", "experiment_trends", "artefacts",
     "quench_mae", "quench_values", "traces", "crystal_volumes",
 )  # fmt: skip
 FIGURE_NAMES = (
@@ -183,6 +183,19 @@ def _mae_section(data: ReportData, done: pd.DataFrame) -> tuple[Section, pd.Data
     if not data.experiment.empty and points.empty:
         s.blocks.append(Text("No completed run matches a quantity with experimental data yet."))
     if not table.empty:
+        matrix = table.pivot_table(
+            index=Key.prop, columns=Key.mlip, values=Key.mae, aggfunc="first", sort=False
+        )
+        s.blocks.append(
+            Table(
+                "mae_matrix",
+                "MAE per property (rows) and MLIP (columns)",
+                matrix.reset_index(),
+                display=_labelled(matrix.reset_index()),
+                note="Lower is better; missing where an MLIP has no point with experiment. "
+                "Signed errors, point counts and seed scatter are in the next table.",
+            )
+        )
         s.blocks.append(
             Table(
                 "mae",

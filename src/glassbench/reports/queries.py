@@ -3,16 +3,17 @@
 Only this module talks to the database; :mod:`glassbench.reports.metrics` works on the frames it
 returns. Unit fractions come from the ``frame_fractions`` view (the one definition of a fraction),
 but only for the frames a report needs: the view is a GROUP BY over every speciation row, and
-filtering it by a literal list of frame ids lets both engines push the filter into the grouping
+filtering it by a literal list of frame ids lets PostgreSQL push the filter into the grouping
 (on PostgreSQL 300 final frames out of 15,000 take ~10 ms instead of ~250 ms through
 ``run_detail``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -185,9 +186,24 @@ def load_experiment(conn: Connection) -> pd.DataFrame:
     return _numeric(df, ("x", "value", "uncertainty"))
 
 
+@contextlib.contextmanager
+def _snapshot(engine: Engine) -> Iterator[Connection]:
+    """A connection whose queries all see one snapshot of the database.
+
+    PostgreSQL's default READ COMMITTED gives every statement a new snapshot, so a run
+    committed between two queries could appear in one table and not the other (and the
+    fingerprint would describe data no query saw together); REPEATABLE READ prevents that.
+    SQLite's transaction (begun by the engine's BEGIN hook) is already a snapshot.
+    """
+    with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        yield conn
+
+
 def load_mae_inputs(engine: Engine) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Runs and glass experiments: all the MAE table needs (one read transaction)."""
-    with engine.connect() as conn:
+    with _snapshot(engine) as conn:
         return load_runs(conn), load_experiment(conn)
 
 
@@ -254,7 +270,7 @@ def load_report_data(engine: Engine, *, trace_runs: Sequence[int] | None = None)
     ``trace_runs``: run ids whose frames are traced vs temperature; default one per MLIP
     (:func:`choose_trace_runs`). Unknown ids are ignored (the report lists what it traced).
     """
-    with engine.connect() as conn:
+    with _snapshot(engine) as conn:
         mlips = _frame(conn, "SELECT name AS mlip, arch FROM mlip ORDER BY name")
         runs = load_runs(conn)
         experiment = load_experiment(conn)

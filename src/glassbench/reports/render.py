@@ -77,8 +77,23 @@ class Document:
         return [b for s in self.sections for b in s.blocks if isinstance(b, Figure)]
 
 
+# Columns outside the key vocabulary whose humanised name would lose a unit or read badly.
+_HEADERS = {
+    "quench_rates_k_ps": "Quench rates (K/ps)",
+    "n_sources": "Sources",
+    "composition_id": "Composition id",
+    "unit": "Unit",
+    "family": "Family",
+    "value": "Value",
+    "uncertainty": "Uncertainty",
+    "source": "Source",
+}
+
+
 def column_header(col: str) -> str:
     """Display header of a column: from the key enum where it is one, else humanised."""
+    if col in _HEADERS:
+        return _HEADERS[col]
     k = key_of(col)
     if k is not None:
         return k.header
@@ -131,7 +146,7 @@ table{border-collapse:collapse;margin:.6rem 0 1rem;font-size:.85rem}
 th,td{border:1px solid #ddd;padding:.25rem .5rem;text-align:right}
 th{background:#f3f3f3;cursor:pointer;user-select:none;position:sticky;top:0}
 th[aria-sort=ascending]::after{content:" \\25B2"}th[aria-sort=descending]::after{content:" \\25BC"}
-td.t{text-align:left}td.m{color:#999;text-align:center}
+td.t{text-align:left;white-space:nowrap}td.m{color:#999;text-align:center}
 img{max-width:100%;height:auto;border:1px solid #eee}
 pre{background:#f6f6f6;padding:.6rem;overflow-x:auto}
 .meta td{text-align:left;border:none;padding:.05rem .6rem .05rem 0}

@@ -794,6 +794,7 @@ class RunState:
     run_id: int
     python: str | None
     attempts0: int
+    checkpoint_dir: str = ""
     tries: int = 0
     last_error: str = ""
 
@@ -859,7 +860,7 @@ def run_campaign(
     url = absolute_db_url(db_url)
     retries = spec.resources.retries if retries is None else retries
     use_env = spec.cluster.env_resources if env_resources is None else env_resources
-    ckdir = str((checkpoint_dir or spec.checkpoint_dir()).absolute())
+    ckdir = (checkpoint_dir or spec.checkpoint_dir()).absolute()
     threads = spec.resources.threads_per_run
     if workers is None:
         workers = max(1, (os.cpu_count() or 1) // threads)
@@ -872,6 +873,10 @@ def run_campaign(
     rows = _run_rows(engine, list(states))
     for rid, row in rows.items():
         states[rid].attempts0 = int(row["attempts"])
+        # Checkpoints are per run *row*: a database deleted and recreated under the same URL
+        # reuses run ids, and a stale final-step checkpoint would "finish" a new run at once.
+        ident = f"{url}|{rid}|{row['created_at']}"
+        states[rid].checkpoint_dir = str(ckdir / hashlib.sha256(ident.encode()).hexdigest()[:16])
     todo = [rid for rid in states if rows[rid]["status"] != "done"]
     done_before = len(states) - len(todo)
 
@@ -896,7 +901,7 @@ def run_campaign(
     def submit(rid: int) -> None:
         st = states[rid]
         task = RunTask(
-            db_url=url, run_id=rid, params=st.params, checkpoint_dir=ckdir,
+            db_url=url, run_id=rid, params=st.params, checkpoint_dir=st.checkpoint_dir,
             # Across concurrent campaigns too, a run is tried at most 1 + retries more times.
             max_attempts=st.attempts0 + 1 + retries, threads=threads, python=st.python,
         )  # fmt: skip
@@ -1004,7 +1009,7 @@ def _run_rows(engine: Engine, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
         for i in range(0, len(ids), 500):
             chunk = list(ids[i : i + 500])
             stmt = sa.text(
-                "SELECT id, status, attempts, error, claimed_by, heartbeat_at FROM run "
+                "SELECT id, status, attempts, error, claimed_by, created_at FROM run "
                 "WHERE id IN :ids"
             ).bindparams(sa.bindparam("ids", expanding=True))
             for r in c.execute(stmt, {"ids": chunk}).mappings():

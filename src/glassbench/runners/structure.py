@@ -224,7 +224,9 @@ def read_crystal_reference() -> list[dict[str, Any]]:
 
     One dict per crystal with the CSV's columns; numbers converted, ``source`` kept verbatim.
     """
-    text = resources.files("glassbench").joinpath("data", "crystals.csv").read_text("utf-8")
+    # One joinpath per level: zip-backed Traversables take a single name on Python 3.11.
+    data = resources.files("glassbench").joinpath("data").joinpath("crystals.csv")
+    text = data.read_text(encoding="utf-8")
     rows: list[dict[str, Any]] = []
     for raw in csv.DictReader(io.StringIO(text)):
         row: dict[str, Any] = dict(raw)

@@ -51,9 +51,8 @@ def _count(units: tuple[str, ...]) -> str:
     return f"SUM(CASE WHEN s.unit IN ({names}) THEN s.count ELSE 0 END)"
 
 
-def _frame_fractions_sql() -> str:
+def _fraction_columns() -> list[str]:
     cols = [
-        "s.frame_id AS frame_id",
         f"{_count(_P_CLASSES)} AS n_p",
         f"{_count(_ANIONS)} AS n_anion",
         f"{_count(('S_in_chains',))} AS s_in_chains",
@@ -61,7 +60,22 @@ def _frame_fractions_sql() -> str:
     for name, (units, denom) in _FRACTIONS.items():
         total = _count(_P_CLASSES) if denom == "n_p" else _count(_ANIONS)
         cols.append(f"CAST({_count(units)} AS DOUBLE PRECISION) / NULLIF({total}, 0) AS {name}")
+    return cols
+
+
+def _frame_fractions_sql() -> str:
+    cols = ["s.frame_id AS frame_id", *_fraction_columns()]
     return "SELECT " + ",\n  ".join(cols) + "\nFROM speciation s GROUP BY s.frame_id"
+
+
+def _final_fractions_sql() -> str:
+    # Aggregates only the final frame's rows: a join with frame_fractions would group the
+    # speciation of every frame of every run before picking one per run.
+    cols = ["rf.run_id AS run_id", *_fraction_columns()]
+    return (
+        "SELECT " + ",\n    ".join(cols) + "\n  FROM run_final_frame rf "
+        "JOIN speciation s ON s.frame_id = rf.frame_id GROUP BY rf.run_id"
+    )
 
 
 _RUN_FINAL_FRAME = """
@@ -79,35 +93,35 @@ WHERE rn = 1
 
 
 def _run_detail_sql() -> str:
-    props = ",\n  ".join(
-        f"MAX(CASE WHEN p.name = '{n}' THEN p.value END) AS {n}" for n in RUN_PROPERTIES
+    props = ",\n    ".join(
+        f"MAX(CASE WHEN p.name = '{n}' THEN p.value END) AS {n}, "
+        f"MAX(CASE WHEN p.name = '{n}' THEN p.stderr END) AS {n}_stderr"
+        for n in RUN_PROPERTIES
     )
-    errs = ",\n  ".join(
-        f"MAX(CASE WHEN p.name = '{n}' THEN p.stderr END) AS {n}_stderr" for n in RUN_PROPERTIES
-    )
-    fracs = ",\n  ".join(f"MAX(ff.{name}) AS {name}" for name in _FRACTIONS)
+    prop_cols = ", ".join(f"pr.{n}, pr.{n}_stderr" for n in RUN_PROPERTIES)
+    frac_cols = ", ".join(f"ff.{name}" for name in _FRACTIONS)
     return f"""
 SELECT r.id AS run_id, m.name AS mlip, m.arch AS arch, c.family AS family, c.x AS x,
   r.quench_rate_k_ps AS quench_rate_k_ps, r.seed AS seed, r.protocol_id AS protocol_id,
   r.status AS status, r.source AS source, r.n_atoms AS n_atoms, r.mlip_id AS mlip_id,
   r.composition_id AS composition_id, rf.frame_id AS final_frame_id,
-  {props},
-  {errs},
-  {fracs},
-  MAX(co.na_cn_mean) AS na_cn,
-  MAX(co.na_cn_s_mean) AS na_cn_s,
-  MAX(co.na_cn_o_mean) AS na_cn_o,
-  MAX(co.ss_fraction) AS ss_fraction,
-  MAX(co.ss_mean_length) AS ss_mean_length
+  {prop_cols},
+  {frac_cols},
+  co.na_cn_mean AS na_cn, co.na_cn_s_mean AS na_cn_s, co.na_cn_o_mean AS na_cn_o,
+  co.ss_fraction AS ss_fraction, co.ss_mean_length AS ss_mean_length
 FROM run r
 JOIN mlip m ON m.id = r.mlip_id
 JOIN composition c ON c.id = r.composition_id
-LEFT JOIN property p ON p.run_id = r.id
+LEFT JOIN (
+  SELECT p.run_id AS run_id,
+    {props}
+  FROM property p GROUP BY p.run_id
+) pr ON pr.run_id = r.id
 LEFT JOIN run_final_frame rf ON rf.run_id = r.id
-LEFT JOIN frame_fractions ff ON ff.frame_id = rf.frame_id
+LEFT JOIN (
+  {_final_fractions_sql()}
+) ff ON ff.run_id = r.id
 LEFT JOIN coordination co ON co.frame_id = rf.frame_id
-GROUP BY r.id, m.name, m.arch, c.family, c.x, r.quench_rate_k_ps, r.seed, r.protocol_id,
-  r.status, r.source, r.n_atoms, r.mlip_id, r.composition_id, rf.frame_id
 """
 
 
@@ -124,14 +138,20 @@ _VALUE_COLUMNS = (*RUN_PROPERTIES, *FRACTION_PROPERTIES, "na_cn")
 
 
 def _run_value_sql() -> str:
-    parts = [
-        f"SELECT d.run_id AS run_id, d.mlip AS mlip, d.composition_id AS composition_id, "
-        f"d.x AS x, d.quench_rate_k_ps AS quench_rate_k_ps, d.seed AS seed, "
-        f"d.protocol_id AS protocol_id, '{col}' AS property, d.{col} AS value "
-        f"FROM run_detail d WHERE d.status = 'done' AND d.{col} IS NOT NULL"
-        for col in _VALUE_COLUMNS
-    ]
-    return "\nUNION ALL\n".join(parts)
+    # One pass over run_detail crossed with the property names (a UNION ALL per property
+    # would evaluate run_detail once per property).
+    names = " UNION ALL ".join(f"SELECT '{c}' AS property" for c in _VALUE_COLUMNS)
+    cases = " ".join(f"WHEN '{c}' THEN d.{c}" for c in _VALUE_COLUMNS)
+    return f"""
+SELECT * FROM (
+  SELECT d.run_id AS run_id, d.mlip AS mlip, d.composition_id AS composition_id, d.x AS x,
+    d.quench_rate_k_ps AS quench_rate_k_ps, d.seed AS seed, d.protocol_id AS protocol_id,
+    n.property AS property, CASE n.property {cases} END AS value
+  FROM run_detail d CROSS JOIN ({names}) n
+  WHERE d.status = 'done'
+) v
+WHERE value IS NOT NULL
+"""
 
 
 _MLIP_MAE = """

@@ -1,0 +1,135 @@
+"""Campaigns of real (tiny) MACE runs through the registry, with both executors on both
+databases: every run done exactly once, reruns execute nothing, failures are retried and
+reported, MLIPs with their own interpreter run in it."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.campaigns.conftest import assert_all_done_once, register, runs, write_spec
+from tests.conftest import Cli
+
+
+@pytest.mark.parametrize("executor", ["local", pytest.param("dask", marks=pytest.mark.slow)])
+def test_campaign_runs_every_run_exactly_once(
+    gb: Cli, engine: Any, tiny_maces: tuple[Path, Path], tmp_path: Path, executor: str
+) -> None:
+    register(gb, tiny_maces)
+    spec = write_spec(tmp_path / "tiny.toml", mlips=["tiny-a", "tiny-b"])
+    res = gb("campaign", "run", str(spec), "--executor", executor, "--workers", "2")
+    assert res.exit_code == 0, res.output
+    assert "8 runs: 8 done (8 run now, 0 done before" in res.output
+    first = assert_all_done_once(engine, 8)
+    assert {(r["mlip"], r["x"], r["seed"]) for r in first.values()} == {
+        (m, x, s) for m in ("tiny-a", "tiny-b") for x in (0.0, 1.0) for s in (1, 2)
+    }
+    # The two models differ: same structure and seed, different trajectories.
+    doc = json.loads(gb.ok("campaign", "status", str(spec), "--format", "json").output)
+    assert doc["counts"] == {"done": 8, "running": 0, "pending": 0, "failed": 0, "missing": 0}
+
+    # Running the same command again executes nothing and changes nothing.
+    again = gb("campaign", "run", str(spec), "--executor", executor, "--workers", "2")
+    assert again.exit_code == 0, again.output
+    assert "(0 run now, 8 done before" in again.output
+    second = runs(engine)
+    assert {i: (r["finished_at"], r["attempts"]) for i, r in second.items()} == {
+        i: (r["finished_at"], r["attempts"]) for i, r in first.items()
+    }
+
+
+def test_failed_runs_are_retried_then_reported(
+    sqlite_gb: tuple[Cli, Any], tiny_maces: tuple[Path, Path], tmp_path: Path
+) -> None:
+    gb, engine = sqlite_gb
+    register(gb, tiny_maces)
+    # No 26-atom cell fits at 50 g/cm3: every attempt fails right after its claim.
+    spec = write_spec(tmp_path / "bad.toml", mlips=["tiny-a"], x=[0.0], seeds=[1],
+                      protocol={"density_g_cm3": 50.0})  # fmt: skip
+    res = gb("campaign", "run", str(spec), "--workers", "1", "--retries", "2")
+    assert res.exit_code == 1, res.output
+    assert "1 failed" in res.output and "could not place atom" in res.output
+    (run,) = runs(engine).values()
+    assert run["status"] == "failed" and run["attempts"] == 3, run
+    status = gb.ok("campaign", "status", str(spec)).output
+    assert "failed runs:" in status and "could not place atom" in status
+    # A new invocation retries again (the budget is per invocation).
+    res = gb("campaign", "run", str(spec), "--workers", "1", "--retries", "0")
+    assert res.exit_code == 1
+    (run,) = runs(engine).values()
+    assert run["attempts"] == 4
+
+
+def _wrapper_python(directory: Path, marker: Path) -> Path:
+    """An 'other environment': its own bin/python, which records each start and runs ours."""
+    py = directory / "bin" / "python"
+    py.parent.mkdir(parents=True)
+    py.write_text(f'#!/bin/sh\necho started >> "{marker}"\nexec "{sys.executable}" "$@"\n')
+    py.chmod(py.stat().st_mode | stat.S_IXUSR)
+    return py
+
+
+def test_mlip_with_its_own_interpreter_runs_in_it(
+    sqlite_gb: tuple[Cli, Any], tiny_maces: tuple[Path, Path], tmp_path: Path
+) -> None:
+    gb, engine = sqlite_gb
+    marker = tmp_path / "started"
+    py = _wrapper_python(tmp_path / "otherenv", marker)
+    gb.ok("mlip", "add", "tiny-env", "--arch", "mace", "--model", str(tiny_maces[0]), "--python", str(py))
+    spec = write_spec(tmp_path / "env.toml", mlips=["tiny-env"], x=[1.0], seeds=[1, 2])
+    res = gb("campaign", "run", str(spec), "--workers", "2")
+    assert res.exit_code == 0, res.output
+    assert_all_done_once(engine, 2)
+    assert marker.read_text().count("started") == 2
+
+
+@pytest.mark.slow
+def test_dask_scheduler_routes_env_runs_to_env_workers(
+    sqlite_gb: tuple[Cli, Any], tiny_maces: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """--scheduler connects to a running cluster; --env-resources sends the MLIP's runs to
+    the workers advertising its env resource (here: the only worker)."""
+    from distributed import LocalCluster
+
+    from glassbench.runners.campaign import env_resource_name
+
+    gb, engine = sqlite_gb
+    py = _wrapper_python(tmp_path / "otherenv", tmp_path / "started")
+    gb.ok("mlip", "add", "tiny-env", "--arch", "mace", "--model", str(tiny_maces[0]), "--python", str(py))
+    spec = write_spec(tmp_path / "env.toml", mlips=["tiny-env"], x=[0.0], seeds=[3])
+    res_name = env_resource_name(str(py))
+    assert res_name in gb.ok("campaign", "envs", str(spec)).output
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+                      resources={res_name: 1}) as cluster:  # fmt: skip
+        res = gb("campaign", "run", str(spec), "--scheduler", cluster.scheduler_address, "--env-resources")
+    assert res.exit_code == 0, res.output
+    assert_all_done_once(engine, 1)
+
+
+@pytest.mark.slow
+def test_deepmd_mlip_runs_in_the_deepmd_environment(
+    sqlite_gb: tuple[Cli, Any], tiny_maces: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A tiny MACE (this environment) and a tiny DeePMD (its own interpreter) in one campaign."""
+    from glassbench.runners.campaign import same_environment
+    from glassbench.runners.tiny_models import find_deepmd_python, train_tiny_deepmd
+
+    py = find_deepmd_python()
+    if py is None or same_environment(py):
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true requires the DeePMD environment (.venv-deepmd)")
+        pytest.skip("no separate DeePMD environment (.venv-deepmd or $GLASSBENCH_DEEPMD_PYTHON)")
+    gb, engine = sqlite_gb
+    graph = train_tiny_deepmd(tmp_path / "dp", python=py)
+    gb.ok("mlip", "add", "tiny-a", "--arch", "mace", "--model", str(tiny_maces[0]))
+    gb.ok("mlip", "add", "tiny-dp", "--arch", "deepmd", "--model", str(graph), "--python", py)
+    spec = write_spec(tmp_path / "mix.toml", mlips=["tiny-a", "tiny-dp"], x=[1.0], seeds=[1])
+    res = gb("campaign", "run", str(spec), "--workers", "2")
+    assert res.exit_code == 0, res.output
+    assert_all_done_once(engine, 2)

@@ -1,0 +1,328 @@
+"""``glassbench analyze`` end to end with CliRunner: formats, frame selection, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import pytest
+from ase import Atoms
+from click.testing import CliRunner, Result
+
+from glassbench.analysis import analyze_atoms
+from glassbench.analysis.synthetic import random_glass, skewed_basis
+from glassbench.cli import cli as root
+
+TYPE_OF = {"Na": 1, "P": 2, "S": 3, "O": 4}
+
+
+def glass_atoms(formula_units: int, seed: int, x: float = 1.0, skewed: bool = False) -> Atoms:
+    f = random_glass(x, formula_units=formula_units, seed=seed)
+    cell = skewed_basis(f.cell) if skewed else f.cell
+    return Atoms(numbers=f.numbers, positions=f.positions, cell=cell, pbc=True)
+
+
+@pytest.fixture(scope="module")
+def frames() -> list[Atoms]:
+    # Different sizes, so the output says which frame was analysed.
+    return [glass_atoms(3 + k, seed=k) for k in range(4)]
+
+
+def run(*args: str) -> Result:
+    return CliRunner().invoke(root, ["analyze", *args])
+
+
+def expected(atoms: Atoms, **cutoffs: float) -> dict:
+    return analyze_atoms(atoms, {k.replace("_", "-"): v for k, v in cutoffs.items()}).to_dict()
+
+
+def write_lammps_dump(path: Path, images: list[Atoms], *, shuffle_ids: bool = True) -> None:
+    """A text dump in the standard layout, ids shuffled, for lower-triangular cells."""
+    rng = np.random.default_rng(0)
+    lines = []
+    for step, atoms in enumerate(images):
+        cell = atoms.cell.array
+        assert np.allclose(cell[np.triu_indices(3, 1)], 0.0), "LAMMPS cells are lower triangular"
+        lx, ly, lz = cell[0, 0], cell[1, 1], cell[2, 2]
+        xy, xz, yz = cell[1, 0], cell[2, 0], cell[2, 1]
+        lines += ["ITEM: TIMESTEP", str(step * 100), "ITEM: NUMBER OF ATOMS", str(len(atoms))]
+        if xy == xz == yz == 0:
+            lines += ["ITEM: BOX BOUNDS pp pp pp", f"0.0 {lx}", f"0.0 {ly}", f"0.0 {lz}"]
+        else:
+            lines += [
+                "ITEM: BOX BOUNDS xy xz yz pp pp pp",
+                f"{min(0, xy, xz, xy + xz)} {lx + max(0, xy, xz, xy + xz)} {xy}",
+                f"{min(0, yz)} {ly + max(0, yz)} {xz}",
+                f"0.0 {lz} {yz}",
+            ]
+        lines.append("ITEM: ATOMS id type x y z")
+        order = rng.permutation(len(atoms)) if shuffle_ids else np.arange(len(atoms))
+        for k in order:
+            x, y, z = atoms.positions[k]
+            lines.append(f"{k + 1} {TYPE_OF[atoms[k].symbol]} {x:.8f} {y:.8f} {z:.8f}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def assert_bad_input(result: Result, *needles: str) -> None:
+    assert result.exit_code == 2, result.output
+    err = result.stderr.strip()
+    assert err.startswith("Error: ")
+    assert "\n" not in err, err
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+    for needle in needles:
+        assert needle in err
+
+
+# --- formats and frame selection ----------------------------------------------------------
+
+
+def test_extxyz_default_is_last_frame(tmp_path, frames):
+    path = tmp_path / "run.extxyz"
+    ase.io.write(path, frames)
+    result = run(str(path))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == expected(frames[-1])
+
+
+@pytest.mark.parametrize(("frame", "index"), [("0", 0), ("2", 2), ("-1", 3), ("-4", 0)])
+def test_frame_selection(tmp_path, frames, frame, index):
+    path = tmp_path / "run.extxyz"
+    ase.io.write(path, frames)
+    result = run(str(path), "--frame", frame)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == expected(frames[index])
+
+
+def test_all_frames_json_lines_from_traj(tmp_path, frames):
+    path = tmp_path / "run.traj"
+    ase.io.write(path, frames)
+    result = run(str(path), "--all-frames")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.strip().split("\n")
+    assert len(lines) == len(frames)
+    for k, (line, atoms) in enumerate(zip(lines, frames, strict=True)):
+        obj = json.loads(line)
+        assert obj.pop("frame") == k
+        assert obj == expected(atoms)
+    # stderr is not a TTY under CliRunner: no progress bar.
+    assert result.stderr == ""
+
+
+def test_traj_single_frame_and_negative_index(tmp_path, frames):
+    path = tmp_path / "run.traj"
+    ase.io.write(path, frames)
+    result = run(str(path), "--frame", "-3")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == expected(frames[1])
+
+
+@pytest.mark.parametrize(("name", "fmt"), [("POSCAR", "vasp"), ("glass.cif", "cif")])
+def test_single_frame_formats(tmp_path, frames, name, fmt):
+    atoms = glass_atoms(4, seed=9, skewed=True)
+    path = tmp_path / name
+    ase.io.write(path, atoms, format=fmt)
+    want = expected(ase.io.read(path, format=fmt))
+    for args in ([], ["--frame", "0"], ["--frame", "-1"], ["--all-frames"]):
+        result = run(str(path), *args)
+        assert result.exit_code == 0, result.output
+        got = json.loads(result.stdout)
+        got.pop("frame", None)
+        assert got == want
+    # File precision loses nothing that matters: the same units as the original.
+    assert want["P"] == expected(atoms)["P"]
+    assert want["anions"] == expected(atoms)["anions"]
+    assert_bad_input(run(str(path), "--frame", "1"), "frame 1", "out of range", "1 frame")
+
+
+@pytest.mark.parametrize("skewed", [False, True], ids=["orthogonal", "triclinic"])
+def test_lammps_dump_with_type_map(tmp_path, skewed):
+    images = [glass_atoms(4, seed=s, skewed=skewed) for s in (1, 2)]
+    path = tmp_path / "traj.lammpstrj"
+    write_lammps_dump(path, images)
+    result = run(str(path), "--type-map", "Na,P,S,O", "--all-frames")
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.strip().split("\n")]
+    assert [line.pop("frame") for line in lines] == [0, 1]
+    for got, atoms in zip(lines, images, strict=True):
+        want = expected(atoms)
+        assert got["P"] == want["P"] and got["anions"] == want["anions"]
+        assert got["Na"] == want["Na"]
+        assert got["n_atoms"] == len(atoms)
+    single = run(str(path), "--type-map", "Na,P,S,O", "--frame", "0")
+    assert json.loads(single.stdout)["P"] == expected(images[0])["P"]
+
+
+def test_lammps_dump_without_type_map_warns(tmp_path):
+    path = tmp_path / "traj.dump"
+    write_lammps_dump(path, [glass_atoms(3, seed=1)])
+    result = run(str(path))
+    assert result.exit_code == 0, result.output
+    assert "--type-map" in result.stderr
+    # Type ids 1..4 read as H, He, Li, Be: nothing to classify.
+    assert json.loads(result.stdout)["P"]["P1"] == 0
+
+
+# --- options -----------------------------------------------------------------------------
+
+
+def test_cutoff_override_is_applied_and_reported(tmp_path, frames):
+    path = tmp_path / "run.extxyz"
+    ase.io.write(path, frames)
+    result = run(str(path), "--cutoff", "S-P=1.9", "--cutoff", "Na-S=3.0")
+    assert result.exit_code == 0, result.output
+    got = json.loads(result.stdout)
+    assert got["cutoffs"] == {"P-S": 1.9, "P-O": 2.0, "P-P": 2.5, "S-S": 2.5, "Na-S": 3.0,
+                              "Na-O": 3.1}  # fmt: skip
+    assert got == expected(frames[-1], P_S=1.9, Na_S=3.0)
+    assert got["anions"]["NBS"] == 0  # no P-S bond is shorter than 1.9 Å
+
+
+def test_table_format(tmp_path, frames):
+    path = tmp_path / "run.extxyz"
+    ase.io.write(path, frames)
+    want = expected(frames[-1])
+    result = run(str(path), "--format", "table")
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "cutoffs (Å): P-S 2.6  P-O 2.0  P-P 2.5  S-S 2.5  Na-S 3.6  Na-O 3.1" in out
+    table = {ln.split()[0]: ln.split()[-2] for ln in out.splitlines() if len(ln.split()) >= 3}
+    for key in ("P0", "P1", "P_other", "BS", "NBO", "free_S"):
+        assert table[key] == str(want["P"].get(key, want["anions"].get(key)))
+    assert f"Na ({want['Na']['n']}): CN {want['Na']['cn_mean']:.2f}" in out
+
+
+def test_table_all_frames(tmp_path, frames):
+    path = tmp_path / "run.extxyz"
+    ase.io.write(path, frames)
+    result = run(str(path), "--format", "table", "--all-frames", "--cutoff", "P-S=2.4")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith("cutoffs (Å): P-S 2.4")
+    assert lines[1].split()[:4] == ["frame", "atoms", "P0", "P1"]
+    rows = [ln.split() for ln in lines[2:]]
+    assert [int(r[0]) for r in rows] == [0, 1, 2, 3]
+    assert [int(r[1]) for r in rows] == [len(a) for a in frames]
+    assert [int(r[3]) for r in rows] == [expected(a, P_S=2.4)["P"]["P1"] for a in frames]
+
+
+def test_suggest_cutoffs(tmp_path):
+    path = tmp_path / "one.extxyz"
+    ase.io.write(path, glass_atoms(12, seed=3, x=3.5))
+    result = run(str(path), "--suggest-cutoffs")
+    assert result.exit_code == 0, result.output
+    got = json.loads(result.stdout)
+    assert 2.1 < got["suggested_cutoffs"]["P-S"] < 2.9
+    table = run(str(path), "--suggest-cutoffs", "--format", "table")
+    assert "suggested cutoffs" in table.stdout
+
+
+def test_non_periodic_molecule(tmp_path):
+    atoms = Atoms("PS4", positions=[[0, 0, 0], [1.18, 1.18, 1.18], [1.18, -1.18, -1.18],
+                                    [-1.18, 1.18, -1.18], [-1.18, -1.18, 1.18]])  # fmt: skip
+    path = tmp_path / "mol.xyz"
+    ase.io.write(path, atoms)
+    result = run(str(path))
+    assert result.exit_code == 0, result.output
+    got = json.loads(result.stdout)
+    assert got["P"]["P0"] == 1 and got["anions"]["NBS"] == 4
+
+
+# --- bad input ---------------------------------------------------------------------------
+
+
+def test_missing_file(tmp_path):
+    assert_bad_input(run(str(tmp_path / "nope.extxyz")), "nope.extxyz", "no such file")
+
+
+def test_directory(tmp_path):
+    assert_bad_input(run(str(tmp_path)), "directory")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "needle"),
+    [
+        ("empty.extxyz", "", "format"),
+        ("junk.xyz", "hello\nworld\n", "cannot read"),
+        ("data.weird", "1 2 3\n", "unsupported file format"),
+        (
+            "cut.extxyz",
+            '5\nLattice="10 0 0 0 10 0 0 0 10" Properties=species:S:1:pos:R:3\nP 0 0 0\n',
+            "cannot read",
+        ),
+    ],
+)
+def test_unreadable_files(tmp_path, name, content, needle):
+    path = tmp_path / name
+    path.write_text(content)
+    assert_bad_input(run(str(path)), name, needle)
+
+
+@pytest.mark.parametrize("frame", ["4", "-5", "100"])
+def test_frame_out_of_range(tmp_path, frames, frame):
+    path = tmp_path / "run.extxyz"
+    ase.io.write(path, frames)
+    assert_bad_input(run(str(path), "--frame", frame), f"frame {frame}", "out of range", "4 frames")
+
+
+@pytest.mark.parametrize(
+    ("spec", "needle"),
+    [
+        ("P-Q=2.0", "unknown pair"),
+        ("Na-P=2.0", "unknown pair"),
+        ("P-S=two", "not a number"),
+        ("P-S=0", "positive"),
+        ("P-S=-2", "positive"),
+        ("P-S", "PAIR=VALUE"),
+    ],
+)
+def test_malformed_cutoff(tmp_path, frames, spec, needle):
+    path = tmp_path / "run.extxyz"
+    ase.io.write(path, frames)
+    assert_bad_input(run(str(path), "--cutoff", spec), "--cutoff", needle)
+
+
+def test_frame_and_all_frames_exclusive(tmp_path, frames):
+    path = tmp_path / "run.extxyz"
+    ase.io.write(path, frames)
+    assert_bad_input(run(str(path), "--frame", "0", "--all-frames"), "--all-frames")
+
+
+def test_type_map_errors(tmp_path, frames):
+    xyz = tmp_path / "run.extxyz"
+    ase.io.write(xyz, frames)
+    assert_bad_input(run(str(xyz), "--type-map", "Na,P,S,O"), "--type-map", "LAMMPS")
+    dump = tmp_path / "t.lammpstrj"
+    write_lammps_dump(dump, [glass_atoms(3, seed=1)])
+    assert_bad_input(run(str(dump), "--type-map", "Na,P"), "type id", "--type-map")
+    assert_bad_input(run(str(dump), "--type-map", "Na,P,Qq,O"), "--type-map", "'Qq'")
+
+
+def test_all_frames_streams_then_fails_on_a_bad_frame(tmp_path, frames):
+    """Frames before a corrupt one are printed (streamed), then exit 2 naming the frame."""
+    path = tmp_path / "run.extxyz"
+    ase.io.write(path, frames[:2])
+    with path.open("a") as fh:
+        fh.write('3\nLattice="10 0 0 0 10 0 0 0 10" Properties=species:S:1:pos:R:3\nP 0 0 0\n')
+    result = run(str(path), "--all-frames")
+    assert result.exit_code == 2
+    lines = result.stdout.strip().split("\n")
+    assert [json.loads(ln)["frame"] for ln in lines] == [0, 1]
+    assert result.stderr.strip().startswith("Error: ")
+    assert "frame 2" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_all_frames_never_reads_the_whole_file(tmp_path, frames, monkeypatch):
+    path = tmp_path / "run.extxyz"
+    ase.io.write(path, frames)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("ase.io.read loads every frame of a slice")
+
+    monkeypatch.setattr(ase.io, "read", refuse)
+    result = run(str(path), "--all-frames")
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.strip().split("\n")) == len(frames)

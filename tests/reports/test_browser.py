@@ -1,0 +1,111 @@
+"""The HTML report opens in headless Chromium without console errors and renders something.
+
+All numbers are SYNTHETIC (see conftest.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.reports.conftest import MLIP_NO_RUNS, populate
+
+CHROMIUM = Path("/usr/bin/chromium")
+FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--enable-logging=stderr", "--v=0", "--window-size=1200,2000",
+)  # fmt: skip
+
+# Clicks a header of the coverage table twice and records the column after each click.
+SORT_PROBE = """
+<script>
+(function () {
+  var table = document.getElementById("t-coverage");
+  var th = table.tHead.rows[0].cells[1];
+  function col() {
+    return Array.prototype.map.call(table.tBodies[0].rows, function (r) {
+      return r.cells[1].textContent;
+    });
+  }
+  th.click();
+  var asc = col();
+  th.click();
+  var desc = col();
+  document.documentElement.setAttribute("data-probe", JSON.stringify({asc: asc, desc: desc}));
+})();
+</script>
+"""
+
+
+def _chromium(args: list[str], tmp: Path) -> subprocess.CompletedProcess[str]:
+    profile = tmp / f"profile-{len(list(tmp.glob('profile-*')))}"
+    return subprocess.run(
+        [str(CHROMIUM), *FLAGS, f"--user-data-dir={profile}", *args],
+        capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+
+
+def _console_messages(stderr: str) -> list[str]:
+    # Chromium logs every console message (errors, uncaught exceptions, CSP refusals) as a
+    # CONSOLE line; the report itself never logs, so any such line is a failure.
+    return [ln for ln in stderr.splitlines() if ":CONSOLE" in ln or "Uncaught" in ln]
+
+
+@pytest.fixture
+def chromium() -> Path:
+    if not CHROMIUM.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true requires {CHROMIUM} for the browser test")
+        pytest.skip(f"{CHROMIUM} is not installed: cannot test the HTML report in a browser")
+    return CHROMIUM
+
+
+@pytest.mark.slow
+def test_html_report_renders_without_console_errors(
+    chromium: Path, sqlite_gb: tuple[Any, Any], tmp_path: Path
+) -> None:
+    import matplotlib.image
+
+    gb, engine = sqlite_gb
+    populate(gb, engine, tmp_path)
+    out = tmp_path / "report"
+    gb.ok("report", "generate", "--out", str(out), "--format", "html")
+    html = out / "report.html"
+
+    shot = tmp_path / "shot.png"
+    proc = _chromium([f"--screenshot={shot}", html.as_uri()], tmp_path)
+    assert shot.exists(), proc.stderr[-2000:]
+    assert _console_messages(proc.stderr) == []
+    pixels = matplotlib.image.imread(str(shot))
+    assert pixels.shape[0] > 100 and pixels.shape[1] > 100
+    assert float(pixels[..., :3].var()) > 1e-3  # not a blank page
+
+    # Sorting: a copy of the page with a probe that clicks a header twice.
+    probe = tmp_path / "probe.html"
+    probe.write_text(html.read_text().replace("</body>", SORT_PROBE + "</body>"))
+    proc = _chromium(["--dump-dom", probe.as_uri()], tmp_path)
+    assert _console_messages(proc.stderr) == []
+    m = re.search(r'data-probe="([^"]*)"', proc.stdout)
+    assert m, proc.stdout[:500]
+    result = json.loads(m.group(1).replace("&quot;", '"'))
+    asc = [int(v) for v in result["asc"]]
+    assert asc == sorted(asc) and result["desc"] == [str(v) for v in sorted(asc, reverse=True)]
+    assert asc[0] == 0  # the MLIP without runs
+    assert MLIP_NO_RUNS in proc.stdout
+
+
+def test_empty_report_renders(chromium: Path, sqlite_gb: tuple[Any, Any], tmp_path: Path) -> None:
+    gb, _ = sqlite_gb
+    out = tmp_path / "report"
+    gb.ok("report", "generate", "--out", str(out), "--format", "html")
+    shot = tmp_path / "shot.png"
+    proc = _chromium([f"--screenshot={shot}", (out / "report.html").as_uri()], tmp_path)
+    assert shot.exists(), proc.stderr[-2000:]
+    assert _console_messages(proc.stderr) == []
