@@ -17,17 +17,17 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import argparse  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
+import argparse
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from glassbench.analysis import DEFAULT_CUTOFFS, analyze_frame  # noqa: E402
-from glassbench.analysis.synthetic import Frame, random_glass  # noqa: E402
+from glassbench.analysis import DEFAULT_CUTOFFS, analyze_frame
+from glassbench.analysis.synthetic import Frame, random_glass
 
 TARGET_MS = 2.0
 TARGET_RATIO = 3.0
@@ -42,10 +42,16 @@ def _interleaved(
             fn()
     wall: dict[str, list[float]] = {name: [] for name in fns}
     cpu: dict[str, list[float]] = {name: [] for name in fns}
-    # Interleaving exposes all to the same background load and CPU frequency; CPU time leaves
-    # out the waits for a core on a shared machine.
-    for _ in range(repeats):
-        for name, fn in fns.items():
+    names = list(fns)
+    # Taking turns exposes all to the same background load and CPU frequency; the order
+    # rotates so that none always follows the longest. Yielding first lets each call start on
+    # a fresh scheduler slice on a shared machine, and CPU time leaves out waits for a core.
+    yield_cpu = getattr(os, "sched_yield", lambda: None)
+    for rep in range(repeats):
+        for k in range(len(names)):
+            name = names[(rep + k) % len(names)]
+            fn = fns[name]
+            yield_cpu()
             c0, t0 = time.thread_time(), time.perf_counter()
             fn()
             wall[name].append(time.perf_counter() - t0)

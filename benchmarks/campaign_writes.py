@@ -89,6 +89,7 @@ class WorkerResult:
     start: float
     end: float
     flush_s: list[float]
+    cpu_s: float
 
 
 def _worker(url: str, index: int, runs: int, flushes: int, mode: str, barrier: Any, out: Any) -> None:
@@ -108,6 +109,7 @@ def _worker(url: str, index: int, runs: int, flushes: int, mode: str, barrier: A
         c.execute(sa.text("SELECT 1"))
     barrier.wait()
     t0 = time.perf_counter()
+    c0 = time.process_time()
     lat: list[float] = []
     for r in range(runs):
         with unit_of_work(engine) as s:
@@ -144,8 +146,26 @@ def _worker(url: str, index: int, runs: int, flushes: int, mode: str, barrier: A
             s.execute(sa.text("UPDATE run SET status = 'done', finished_at = :t WHERE id = :i"),
                       {"t": utcnow(), "i": rid})  # fmt: skip
     end = time.perf_counter()
+    cpu = time.process_time() - c0
     engine.dispose()
-    out.put(WorkerResult(runs * flushes, t0, end, lat))
+    out.put(WorkerResult(runs * flushes, t0, end, lat, cpu))
+
+
+def stored_bytes(url: str) -> int:
+    """Bytes the benchmark's tables and indexes occupy (PostgreSQL) or the file (SQLite)."""
+    from glassbench.service.db import make_engine
+
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
+    eng = make_engine(url)
+    with eng.connect() as c:
+        n = c.execute(sa.text(
+            "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = :s AND c.relkind = 'r'"
+        ), {"s": SCHEMA}).scalar_one()  # fmt: skip
+    eng.dispose()
+    return int(n)
 
 
 def measure(url: str, n: int, runs: int, flushes: int, mode: str) -> dict[str, float]:
@@ -167,6 +187,8 @@ def measure(url: str, n: int, runs: int, flushes: int, mode: str) -> dict[str, f
     total = sum(r.flushes for r in results)
     lat = [x for r in results for x in r.flush_s]
     return {
+        "client_cpu_ms": 1000 * sum(r.cpu_s for r in results) / total,
+        "stored_kb": stored_bytes(target) / total / 1024,
         "flushes_s": total / wall,
         "thermo_rows_s": total * THERMO_PER_FLUSH / wall,
         "latency_ms_p50": 1000 * statistics.median(lat),
@@ -191,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.runs} runs x {args.flushes} flushes per worker; median of {args.repeat}")  # fmt: skip
     print(f"# one flush = {THERMO_PER_FLUSH} thermo rows + 1 analysed 120-atom frame + heartbeat, "
           "one transaction")  # fmt: skip
-    print("mode         N  flushes/s  thermo rows/s  ratio vs N=1  per worker  p50 ms  p95 ms")
+    print("mode         N  flushes/s  thermo rows/s  ratio vs N=1  per worker  p50 ms  p95 ms"
+          "  client CPU ms/flush  stored kB/flush")  # fmt: skip
     for mode in modes:
         base = None
         for n in ns:
@@ -200,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
             base = base or med["flushes_s"]
             print(f"{mode:<11} {n:>2}  {med['flushes_s']:>9.1f}  {med['thermo_rows_s']:>13.0f}  "
                   f"{med['flushes_s'] / base:>12.2f}  {med['flushes_s'] / n:>10.1f}  "
-                  f"{med['latency_ms_p50']:>6.1f}  {med['latency_ms_p95']:>6.1f}", flush=True)  # fmt: skip
+                  f"{med['latency_ms_p50']:>6.1f}  {med['latency_ms_p95']:>6.1f}  "
+                  f"{med['client_cpu_ms']:>19.1f}  {med['stored_kb']:>15.1f}", flush=True)  # fmt: skip
     return 0
 
 

@@ -7,7 +7,7 @@
    (parse + convert + COPY, in a subprocess) for reference.
 2. A generated LAMMPS dump of ``--dump-mb`` MB (1014-atom Na4P2S7 frames) ingested by
    ``glassbench ingest lammps`` in a subprocess, on SQLite and PostgreSQL: MB/s and peak RSS
-   (``os.wait4`` rusage of that child). Baseline in the same run: the dump reader alone
+   (rusage of that child, taken by a small launcher process). Baseline in the same run: the dump reader alone
    (parse only, no analysis, no database).
 
 Usage::
@@ -214,20 +214,39 @@ def write_log(path: Path, n_rows: int, *, every: int = 10, natoms: int = 13 * N_
         )
 
 
+# Peak RSS is measured by a small launcher process: a child forked straight from this (large)
+# benchmark process would count the parent's pages it inherits before exec in its ru_maxrss.
+_LAUNCHER = """
+import resource, subprocess, sys
+proc = subprocess.run(sys.argv[2:], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+with open(sys.argv[1], "w") as fh:
+    fh.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+sys.stdout.buffer.write(proc.stdout)
+sys.exit(proc.returncode)
+"""
+
+
+def run_measured(cmd: list[str]) -> tuple[float, int, str]:
+    """Run ``cmd``; (wall s, peak RSS KiB of that process, output)."""
+    with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
+        t0 = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, "-c", _LAUNCHER, rss.name, *cmd],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        wall = time.perf_counter() - t0
+        out = proc.stdout.decode()
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed: {out}")
+        return wall, int(rss.read()), out.strip()
+
+
 def run_cli(args: list[str], url: str) -> tuple[float, int, str]:
     """Run ``glassbench --db URL ARGS`` in a child; (wall s, peak RSS KiB, output)."""
     # not `python -m glassbench.cli`: that would load the CLI module twice (as __main__)
     main = "from glassbench.cli import main; main()"
-    cmd = [sys.executable, "-c", main, "--db", url, *args]
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    assert proc.stdout is not None
-    out = proc.stdout.read().decode()
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed: {out}")
-    return wall, int(usage.ru_maxrss), out.strip()
+    return run_measured([sys.executable, "-c", main, "--db", url, *args])
 
 
 def bench_log_command(base_url: str, n_rows: int, tmp: Path) -> dict[str, Any]:
@@ -294,16 +313,9 @@ def bench_dump(base_url: str, target_mb: float, tmp: Path) -> dict[str, Any]:
     mb = dump.stat().st_size / 1e6
     out: dict[str, Any] = {"dump_mb": mb, "frames": n_frames, "atoms": 13 * N_FU}
 
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, __file__, "--parse-only", str(dump)], stdout=subprocess.PIPE
-    )
-    assert proc.stdout is not None
-    parsed = int(proc.stdout.read())
-    _, _, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    assert parsed == n_frames
-    out["parse_only"] = {"wall_s": wall, "mb_s": mb / wall, "peak_rss_mib": usage.ru_maxrss / 1024}
+    wall, rss, text = run_measured([sys.executable, __file__, "--parse-only", str(dump)])
+    assert int(text) == n_frames, text
+    out["parse_only"] = {"wall_s": wall, "mb_s": mb / wall, "peak_rss_mib": rss / 1024}
 
     key = ["--mlip", "bench", "--x", "0", "--quench-rate", "1", "--seed", "1"]
     args = ["ingest", "lammps", "--log", str(log), "--dump", str(dump), *key]

@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     thermo_batch_rows: int = Field(
         default=500, description="Thermo rows buffered by a runner before one bulk write."
     )
+    threads: int | None = Field(
+        default=None,
+        description="Threads per simulation process (torch/OpenMP); None leaves the library default.",
+    )
     report_dir: Path = Field(default=Path("report"), description="Default report output folder.")
 
     @field_validator("database_url")

@@ -7,6 +7,8 @@ its own builders for synthetic glasses): P-S 2.05, P-O 1.55, P-P 2.25, S-S 2.05 
 from __future__ import annotations
 
 import functools
+import types
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -58,7 +60,9 @@ def tetra_vertices() -> np.ndarray:
 _PHASES = np.linspace(0.0, 2 * np.pi / 3, 24, endpoint=False)
 
 
-def _most_open(build, choices, n_fixed: int) -> np.ndarray:  # type: ignore[no-untyped-def]
+def _most_open(
+    build: Callable[..., np.ndarray], choices: list[tuple[float, float]], n_fixed: int
+) -> np.ndarray:
     """The geometry, among ``build(*c)`` for c in choices, whose closest pair of atoms not both
     in the first ``n_fixed`` (the backbone, bonded by construction) and not bonded to each other
     is farthest apart: keeps terminal anions of neighbouring P well clear of each other."""
@@ -274,7 +278,7 @@ def cell_name(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
-def geom():  # type: ignore[no-untyped-def]
+def geom() -> types.ModuleType:
     """This module: the unit builders and `place`, for test modules (conftest is not importable)."""
     import sys
 

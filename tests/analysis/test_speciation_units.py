@@ -75,6 +75,38 @@ def test_unit_in_slab_with_zero_open_vector(geom, unit_name):
     check(res, unit.symbols, unit.expected)
 
 
+def test_unit_in_wire_with_one_periodic_direction(geom, unit_name):
+    """pbc (True, False, False), zero open vectors, the unit across the periodic boundary."""
+    unit = geom.ALL_UNITS[unit_name]()
+    cell = np.array([[15.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    pos = unit.centred() + np.array([0.0, -20.0, 7.0])
+    pos[:, 0] %= 15.0
+    res = analyze_frame(unit.numbers, pos, cell, [True, False, False])
+    check(res, unit.symbols, unit.expected)
+
+
+@pytest.mark.parametrize(
+    ("cell", "pbc"),
+    [
+        (None, False),
+        ([[10.0, 0, 0], [0, 10.0, 0], [0, 0, 0]], [True, True, False]),
+        ([[10.0, 0, 0], [3.0, 0, 0], [0, 0, 0]], [True, False, False]),
+    ],
+    ids=["open", "slab", "wire"],
+)
+def test_huge_open_extent(geom, cell, pbc):
+    """Atoms 1e6 Å apart along open directions (vesin alone hangs or dies of SIGFPE there)."""
+    ps4 = geom.ps4("S")
+    s2 = geom.s_chain(2)
+    far = np.array([0.0, 4e5, 1e6]) if pbc is False else np.array([0.0, 3e5, 1e6])
+    pos = np.vstack([ps4.centred() + 5.0, s2.centred() + far, [[5.0, 5.0, 2e6]]])
+    numbers = np.concatenate([ps4.numbers, s2.numbers, [11]])
+    res = analyze_frame(numbers, pos, cell, pbc)
+    symbols = [*ps4.symbols, *s2.symbols, "Na"]
+    check(res, symbols, {"P0": 1, "NBS": 4, "free_S": 2, "S_in_chains": 2, "chains": {2: 1},
+                         "mean_length": 2.0, "histogram": {0: 1}})  # fmt: skip
+
+
 @pytest.mark.parametrize("cell_kind", ["ortho", "triclinic"])
 def test_all_units_together(geom, cell_kind):
     """Every unit in one big cell, shuffled: the counts add up."""

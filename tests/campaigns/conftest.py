@@ -7,7 +7,6 @@ The runs are real melt-quench runs through the MLIP registry, shrunk to seconds:
 from __future__ import annotations
 
 import os
-import sqlite3
 import textwrap
 from importlib.util import find_spec
 from pathlib import Path
@@ -129,12 +128,6 @@ def assert_all_done_once(engine: Any, expected: int) -> dict[int, dict[str, Any]
         assert r["n_thermo"] == r["n_steps"] == TINY_THERMO_ROWS, r
     return rs
 
-
-def sqlite_path(url: str) -> str | None:
-    return url.split("sqlite:///", 1)[1] if url.startswith("sqlite:///") else None
-
-
-__all__ = ["sqlite3"]
 
 
 @pytest.fixture

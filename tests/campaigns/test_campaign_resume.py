@@ -15,7 +15,13 @@ from typing import Any
 
 import pytest
 
-from tests.campaigns.conftest import TINY_THERMO_ROWS, assert_all_done_once, register, runs, write_spec
+from tests.campaigns.conftest import (
+    TINY_THERMO_ROWS,
+    assert_all_done_once,
+    register,
+    runs,
+    write_spec,
+)
 from tests.conftest import Cli
 
 

@@ -58,6 +58,9 @@ def test_protocol_keys_match_run_meltquench_options(tmp_path: Path) -> None:
     spec = parse_spec(__import__("tomllib").loads(text), tmp_path / "s.toml")
     p = spec.params()[0]
     assert (p.thermo_every, p.frame_every, p.flush_every, p.density_g_cm3, p.relax_steps) == (4, 8, 8, 2.1, 0)
+    text = text.replace("elastic = false", "elastic = true\nelastic_strain = 0.01")
+    p = parse_spec(__import__("tomllib").loads(text), tmp_path / "s.toml").params()[0]
+    assert (p.elastic, p.elastic_strain) == (True, 0.01)
     for key in ("formula_units", "t_melt_k", "melt_ps", "t_final_k", "anneal_ps", "timestep_fs",
                 "thermo_every", "frame_every"):  # fmt: skip
         assert key in PROTOCOL_KEYS
@@ -271,5 +274,5 @@ def test_cluster_without_memory_is_bad_input(tmp_path: Path) -> None:
     import dataclasses
 
     spec = dataclasses.replace(spec, resources=dataclasses.replace(spec.resources, memory=None))
-    with pytest.raises(BadInput, match="resources.memory"):
+    with pytest.raises(BadInput, match=r"resources\.memory"):
         jobqueue_cluster(spec)

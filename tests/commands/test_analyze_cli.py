@@ -284,6 +284,15 @@ def test_malformed_cutoff(tmp_path, frames, spec, needle):
     assert_bad_input(run(str(path), "--cutoff", spec), "--cutoff", needle)
 
 
+def test_input_format_option(tmp_path, frames):
+    path = tmp_path / "frames.data"  # an extension that says nothing
+    ase.io.write(path, frames, format="extxyz")
+    result = run(str(path), "--input-format", "extxyz", "--frame", "1")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == expected(frames[1])
+    assert_bad_input(run(str(path), "--input-format", "nonsense"), "--input-format", "nonsense")
+
+
 def test_frame_and_all_frames_exclusive(tmp_path, frames):
     path = tmp_path / "run.extxyz"
     ase.io.write(path, frames)

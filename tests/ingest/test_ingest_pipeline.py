@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import math
+import sys
 from typing import Any
 
 import numpy as np
@@ -20,6 +22,7 @@ from glassbench.ingest.pipeline import (
     add_frames,
     finish_run,
     open_run,
+    progress_bar,
     store_frames,
     store_thermo,
     thermo_tail_mean,
@@ -196,3 +199,21 @@ def test_ingest_open_run_idempotency(engine: Any) -> None:
 def _count(session: Any, run_id: int) -> int:
     q = sa.text("SELECT COUNT(*) FROM thermo WHERE run_id = :r")
     return int(session.execute(q, {"r": run_id}).scalar_one())
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_ingest_progress_bar_only_on_a_terminal(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with progress_bar(1 << 20, unit="B", desc="ingest") as update:
+        update(1 << 19)
+    assert capsys.readouterr().err == ""  # stderr is not a TTY under pytest
+    tty = _Tty()
+    monkeypatch.setattr(sys, "stderr", tty)
+    with progress_bar(None, unit="frame", desc="ingest") as update:
+        update(3)
+    assert "ingest: 0frame" in tty.getvalue()  # drawn with its unit (tqdm throttles redraws)

@@ -323,3 +323,25 @@ def test_env_python_lookup_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         find(var, ".venv-x", "json")
     monkeypatch.delenv(var)
     assert find(var, ".venv-none-such", "no_such_module_here") is None
+
+
+def test_mace_imports_with_safe_torch_load() -> None:
+    require_module("mace", "pip install torch==2.13.0 && pip install mace-torch")
+    # e3nn's constants must load through torch's safe loader (slice allow-listed), not
+    # through the process-wide TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD that mace sets, which warns.
+    code = (
+        "import os\n"
+        "from glassbench.runners.calculators import _import_mace\n"
+        "_import_mace()\n"
+        "assert 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD' not in os.environ\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"}
+    proc = subprocess.run(
+        [sys.executable, "-W", "error::UserWarning", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -18,14 +18,34 @@ FloatArray = NDArray[np.float64]
 _local = threading.local()
 
 
+def _import_vesin() -> Any:
+    """vesin's NeighborList, without vesin importing torch or cupy.
+
+    vesin probes for torch/cupy at import (for GPU tensors we never pass); importing torch
+    costs seconds and ~200 MiB per process, in every ingest. Hide them during the import
+    unless the process has already loaded them.
+    """
+    import sys
+
+    hidden = [m for m in ("torch", "cupy") if m not in sys.modules]
+    for m in hidden:
+        sys.modules[m] = None  # type: ignore[assignment]
+    try:
+        from vesin import NeighborList
+    finally:
+        for m in hidden:
+            if sys.modules.get(m, 0) is None:
+                del sys.modules[m]
+    return NeighborList
+
+
 def _neighbor_list(cutoff: float) -> Any:
     cache: dict[float, Any] | None = getattr(_local, "cache", None)
     if cache is None:
         cache = _local.cache = {}
     nl = cache.get(cutoff)
     if nl is None:
-        from vesin import NeighborList
-
+        NeighborList = _import_vesin()
         # One thread: frames are small and analyses run in parallel at a coarser grain.
         nl = NeighborList(cutoff=cutoff, full_list=False, n_threads=1)
         cache[cutoff] = nl
@@ -44,7 +64,9 @@ def normalise_geometry(
 
     A non-periodic direction may have a zero cell vector (ASE writes a zero cell for molecules);
     it is replaced by a vector perpendicular to the others, which the neighbour search only
-    uses to lay out its bins. Raises ValueError for bad shapes, NaN, or a singular periodic cell.
+    uses to lay out its bins. Positions are wrapped into the cell along periodic directions:
+    MD trajectories are often unwrapped, and vesin is several times slower on atoms outside
+    the cell. Raises ValueError for bad shapes, NaN, or a singular periodic cell.
     """
     pos = np.ascontiguousarray(positions, dtype=np.float64)
     if pos.ndim != 2 or pos.shape[1] != 3:
@@ -67,36 +89,98 @@ def normalise_geometry(
         if any(p and v == 0 for p, v in zip(periodic, lengths, strict=True)):
             raise ValueError("periodic direction with a zero cell vector")
         if not all(periodic):
-            box = _fill_open_directions(box, np.array(periodic), pos)
+            box = _fill_open_directions(box, periodic, pos)
             rows = box.tolist()
             lengths = [math.sqrt(x * x + y * y + z * z) for x, y, z in rows]
-        if abs(_volume(rows)) < 1e-9 * max(*lengths, 1.0) ** 3:
+        volume = _volume(rows)
+        if abs(volume) < 1e-9 * lengths[0] * lengths[1] * lengths[2]:
             raise ValueError("cell is singular (zero volume)")
-    elif abs(_volume(rows)) < 1e-12:
-        # Fully open: vesin accepts any box here, zero included, but not a singular nonzero one.
+        pos = _wrap(pos, box, rows, volume, periodic)
+    else:
+        # Fully open: the cell plays no part (vesin is given a zero box).
         box = np.zeros((3, 3))
     return pos, box, periodic
 
 
-def _fill_open_directions(
-    box: FloatArray, periodic: NDArray[np.bool_], pos: FloatArray
-) -> FloatArray:
+def _open_basis(box: FloatArray, periodic: list[bool]) -> FloatArray:
+    """Orthonormal rows spanning the directions perpendicular to every periodic cell vector."""
+    per = [box[m] for m in range(3) if periodic[m]]
+    if len(per) == 0:
+        return np.eye(3)
+    if len(per) == 2:
+        n = np.cross(per[0], per[1])
+        return (n / np.linalg.norm(n))[None, :]
+    a = per[0] / np.linalg.norm(per[0])
+    helper = np.array([1.0, 0.0, 0.0]) if abs(a[0]) < 0.8 else np.array([0.0, 1.0, 0.0])
+    e1 = np.cross(a, helper)
+    e1 /= np.linalg.norm(e1)
+    return np.array([e1, np.cross(a, e1)])
+
+
+def _fill_open_directions(box: FloatArray, periodic: list[bool], pos: FloatArray) -> FloatArray:
+    # Open cell vectors are replaced by the perpendicular directions, as long as the atoms'
+    # extent along them: vesin uses them only to lay out its bins.
     box = box.copy()
-    span = float(np.ptp(pos, axis=0).max()) + 1.0 if len(pos) else 1.0
-    for k in np.flatnonzero(~periodic):
-        others = [box[m] for m in range(3) if m != k]
-        normal = np.cross(others[0], others[1])
-        norm = np.linalg.norm(normal)
-        if norm == 0:
-            # Two open directions: any vector not parallel to the periodic one will do.
-            ref = box[np.flatnonzero(periodic)[0]]
-            trial = np.cross(ref, [1.0, 0.0, 0.0])
-            if np.linalg.norm(trial) < 1e-9 * np.linalg.norm(ref):
-                trial = np.cross(ref, [0.0, 1.0, 0.0])
-            normal, norm = trial, np.linalg.norm(trial)
-        if np.linalg.norm(box[k]) == 0 or abs(np.dot(box[k], normal)) < 1e-9:
-            box[k] = normal / norm * span
+    basis = _open_basis(box, periodic)
+    for k, n in zip([m for m in range(3) if not periodic[m]], basis, strict=True):
+        t = pos @ n
+        box[k] = n * (float(np.ptp(t)) + 1.0 if len(t) else 1.0)
     return box
+
+
+# Beyond this extent along an open direction vesin's bins blow up (it hangs or dies of SIGFPE
+# near 1e5-1e6 Å), so empty stretches are squeezed out first.
+_MAX_OPEN_EXTENT = 500.0
+
+
+def _compact_open(
+    pos: FloatArray, box: FloatArray, periodic: list[bool], cutoff: float
+) -> tuple[FloatArray, FloatArray]:
+    """Close gaps wider than ``cutoff`` along open directions, keeping every contact.
+
+    Along a direction perpendicular to all periodic vectors, two atoms (and all their periodic
+    images) are at least as far apart as their separation along it. Shrinking each gap wider
+    than ``cutoff + 1`` to exactly that therefore creates no contact and breaks none.
+    """
+    basis = _open_basis(box, periodic)
+    moved = False
+    for n in basis:
+        t = pos @ n
+        if not len(t) or np.ptp(t) <= _MAX_OPEN_EXTENT:
+            continue
+        order = np.argsort(t)
+        excess = np.maximum(np.diff(t[order]) - (cutoff + 1.0), 0.0)
+        delta = np.empty_like(t)
+        delta[order] = np.concatenate([[0.0], np.cumsum(excess)])
+        pos = pos - delta[:, None] * n
+        moved = True
+    if moved and not all(periodic):
+        box = box if not any(periodic) else _fill_open_directions(box, periodic, pos)
+    return pos, box
+
+
+def _wrap(
+    pos: FloatArray, box: FloatArray, rows: list[list[float]], volume: float, periodic: list[bool]
+) -> FloatArray:
+    (a, b, c), (d, e, f), (g, h, k) = rows
+    # Inverse of the row-vector cell from its adjugate: cheaper than numpy.linalg for 3 x 3.
+    inv = (
+        np.array(
+            [
+                [e * k - f * h, c * h - b * k, b * f - c * e],
+                [f * g - d * k, a * k - c * g, c * d - a * f],
+                [d * h - e * g, b * g - a * h, a * e - b * d],
+            ]
+        )
+        / volume
+    )
+    frac = pos @ inv
+    cols = [m for m in range(3) if periodic[m]]
+    sub = frac[:, cols]
+    if not len(pos) or (sub.min() >= 0.0 and sub.max() < 1.0):
+        return pos
+    frac[:, cols] = sub - np.floor(sub)
+    return frac @ box
 
 
 @dataclass(frozen=True)
@@ -128,6 +212,8 @@ def half_pairs(
     if n == 0 or cutoff <= 0:
         empty = np.zeros(0, dtype=np.intp)
         return Pairs(empty, empty.copy(), np.zeros(0), np.zeros((0, 3), dtype=np.int32))
+    if not all(pbc):
+        positions, cell = _compact_open(positions, cell, pbc, cutoff)
     # Pad so that a pair exactly at the cutoff is found; the caller filters with <=.
     padded = cutoff * (1 + 1e-9) + 1e-9
     nl = _neighbor_list(padded)

@@ -57,6 +57,7 @@ class _Reader:
             raise BadInput("no such file", source=self.source)
         if path.is_dir():
             raise BadInput("is a directory, expected a structure file", source=self.source)
+        given = fmt is not None
         if fmt is None:
             try:
                 fmt = filetype(str(path))
@@ -69,6 +70,8 @@ class _Reader:
             except OSError as exc:
                 raise BadInput(f"cannot read: {_one_line(exc)}", source=self.source) from None
         if fmt not in ioformats or not ioformats[fmt].can_read:
+            if given:
+                raise BadInput(f"ASE has no reader called {fmt!r}", source="--input-format")
             # ASE falls back to the file extension as the format name.
             raise BadInput(
                 f"unsupported file format {fmt!r}; name one ASE reads with --input-format",

@@ -35,9 +35,9 @@ class DemoSize:
 
 
 FULL = DemoSize(formula_units=4, melt_ps=0.2, quench_rate_k_ps=5000.0, anneal_ps=0.3, relax_steps=60,
-                elastic_max_steps=25, crystal_steps=150)  # fmt: skip
+                elastic_max_steps=60, crystal_steps=150)  # fmt: skip
 TINY = DemoSize(formula_units=2, melt_ps=0.03, quench_rate_k_ps=30000.0, anneal_ps=0.04, relax_steps=30,
-                elastic_max_steps=5, crystal_steps=25)  # fmt: skip
+                elastic_max_steps=0, crystal_steps=25)  # fmt: skip
 
 EXAMPLE_QUERIES = (
     "SELECT mlip, x, density_g_cm3, p0, p1, p2, bs, nbs, na_cn FROM run_summary ORDER BY mlip, x",
@@ -61,6 +61,11 @@ def cli(app: AppContext, out_dir: Path, tiny: bool) -> None:
 
     t0 = time.perf_counter()
     size = TINY if tiny else FULL
+    # One thread unless told otherwise: with more threads than idle cores torch spin-waits (one
+    # CHGNet step of a 26-atom cell: 4.4 s with 2 threads on a busy 2-core machine, 0.13 s with 1).
+    from glassbench.commands.run import limit_threads
+
+    limit_threads(app.settings.threads or 1)
     out_dir.mkdir(parents=True, exist_ok=True)
     engine = app.engine
     upgrade(engine)
@@ -118,7 +123,9 @@ def _campaign(engine: Any, calcs: dict[str, Any], size: DemoSize, out_dir: Path)
             mlip=name, x=x, quench_rate_k_ps=size.quench_rate_k_ps, seed=1,
             formula_units=size.formula_units, melt_ps=size.melt_ps, anneal_ps=size.anneal_ps,
             relax_steps=size.relax_steps, thermo_every=10, frame_every=20, flush_every=100,
-            elastic=True, elastic_max_steps=size.elastic_max_steps,
+            # max_steps 0: unrelaxed (affine) strains, the Born upper bound, for the tiny form.
+            elastic=True, elastic_max_steps=max(size.elastic_max_steps, 1),
+            elastic_relax_positions=size.elastic_max_steps > 0, elastic_fmax=0.05,
         )  # fmt: skip
         click.echo(
             f"[{i}/{len(matrix)}] {name} x={x:g}: {params.total_steps} MD steps + elastic estimate"
@@ -147,10 +154,9 @@ def _crystals(engine: Any, calcs: dict[str, Any], size: DemoSize, out_dir: Path)
 
 
 def _report(app: AppContext, out_dir: Path) -> Path:
-    from glassbench.reports import generate_report
+    from glassbench.reports.generate import HTML_FILE, generate_report
 
     report_dir = out_dir / "report"
-    result = generate_report(
-        app.engine, out_dir=report_dir, formats=("html", "md", "csv"), force=True
-    )
-    return Path(result.html_path) if getattr(result, "html_path", None) else report_dir
+    result = generate_report(app.engine, out_dir=report_dir, formats=("html", "md", "csv"))
+    click.echo(f"report {result.status}: {len(result.files)} files in {result.out_dir}")
+    return result.out_dir / HTML_FILE

@@ -34,6 +34,18 @@ def _mlip_record(app: AppContext, name: str) -> Any:
         return m
 
 
+def limit_threads(threads: int | None) -> None:
+    """Apply GLASSBENCH_THREADS to OpenMP and torch (oversubscribed torch spin-waits)."""
+    if not threads:
+        return
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(threads)
+
+
 def delegate_if_needed(app: AppContext, mlip: Any, argv: list[str]) -> bool:
     """Re-run this command in the MLIP's own interpreter when it names one.
 
@@ -105,6 +117,7 @@ def meltquench(app: AppContext, mlip: str, x: float, quench_rate: float, seed: i
     record = _mlip_record(app, mlip)
     if not in_process and delegate_if_needed(app, record, _rebuild_argv(params, checkpoint_dir)):
         return
+    limit_threads(app.settings.threads)
     out = run_meltquench(engine, params, checkpoint_dir=checkpoint_dir)
     props = ", ".join(f"{k}={v:.4g}" for k, v in out.properties.items())
     resumed = f" (resumed from step {out.resumed_from})" if out.resumed_from else ""

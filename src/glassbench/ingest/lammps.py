@@ -149,7 +149,7 @@ class LammpsLog:
         self._progress = progress
         # LAMMPS state as the echoed commands change it
         self._norm = False
-        self._dt: float | None = None  # None: unknown (a variable); set by `units`
+        self._dt: float | None = None  # from a `timestep` command; None if it was a variable
         self._dt_set = False
         self._atime = 0.0  # simulated time at raw step _atimestep, in the style's time unit
         self._atimestep = 0

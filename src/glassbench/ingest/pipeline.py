@@ -31,14 +31,17 @@ from glassbench.schema import Run, Thermo
 from glassbench.schema.models import FRAME_STAGES, utcnow
 from glassbench.service.repos import (
     THERMO_COLUMNS,
+    BadRows,
     clear_run_data,
     composition_id,
+    frame_row,
     get_mlip,
     insert_thermo,
     protocol_id,
     run_key_id,
     set_property,
 )
+from glassbench.service.repos import add_frames as write_frames
 
 if TYPE_CHECKING:
     from glassbench.analysis import FrameAnalysis
@@ -213,10 +216,6 @@ class ThermoWriter:
     first_step: int | None = None
     last_step: int | None = None
     _buffer: list[ThermoRow] = field(default_factory=list)
-    _copy: bool = False
-
-    def __post_init__(self) -> None:
-        self._copy = self.session.get_bind().dialect.name == "postgresql"
 
     def add(self, row: ThermoRow) -> None:
         step = row["step"]
@@ -234,92 +233,16 @@ class ThermoWriter:
     def flush(self) -> None:
         if not self._buffer:
             return
-        if self._copy:
-            self.n_rows += copy_thermo(self.session, self.run_id, self._buffer)
-        else:
-            self.n_rows += insert_thermo(self.session, self.run_id, self._buffer)
+        try:
+            # binary COPY on PostgreSQL (the steps are new: open_run cleared the run and
+            # add() keeps them increasing), executemany on SQLite
+            self.n_rows += insert_thermo(self.session, self.run_id, self._buffer, copy=True)
+        except BadRows as exc:
+            raise InvalidData(str(exc)) from None
         self._buffer = []
 
     def close(self) -> None:
         self.flush()
-
-
-_THERMO_VALUES = THERMO_COLUMNS[1:]  # every column after step is a float
-_PG_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\0" + b"\0\0\0\0" + b"\0\0\0\0"
-_PG_COPY_TRAILER = b"\xff\xff"
-_INT4 = (-(2**31), 2**31 - 1)
-
-
-def thermo_arrays(rows: Sequence[ThermoRow]) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
-    """Steps and an (n, 8) float array of the other columns, NaN where a value is missing."""
-    steps = np.fromiter((r["step"] for r in rows), dtype=np.int64, count=len(rows))
-    # None -> NaN in a float array; non-finite values are stored as NULL either way
-    values = np.array([tuple(map(r.get, _THERMO_VALUES)) for r in rows], dtype=np.float64)
-    return steps, values.reshape(len(rows), len(_THERMO_VALUES))
-
-
-def thermo_copy_payload(
-    run_id: int, steps: NDArray[np.int64], values: NDArray[np.float64]
-) -> list[bytes | bytearray]:
-    """The rows in PostgreSQL's binary COPY format, built with numpy (no per-row Python).
-
-    Rows are grouped by which values are NULL (NaN), so each group has one fixed row layout:
-    a template row repeated, then the step and value columns written in as big-endian bytes.
-    COPY does not care about row order.
-    """
-    if len(steps) and (steps.min() < _INT4[0] or steps.max() > _INT4[1]):
-        raise InvalidData("thermo step outside the 32-bit range of the thermo table")
-    missing = ~np.isfinite(values)
-    codes = np.packbits(missing, axis=1, bitorder="little")[:, 0]
-    groups = np.unique(codes)
-    parts: list[bytes | bytearray] = [_PG_COPY_SIGNATURE]
-    for code in groups:
-        rows = np.flatnonzero(codes == code) if len(groups) > 1 else slice(None)
-        group_steps, group_values = steps[rows], values[rows]
-        pattern = missing[rows][0]
-        n = len(group_steps)
-        # field count, run_id and step (length 4 each), then per value: length 8 + float8,
-        # or length -1 for NULL
-        template = bytearray(np.array([2 + len(pattern)], dtype=">i2").tobytes())
-        template += np.array([4, run_id, 4, 0], dtype=">i4").tobytes()
-        offsets = []
-        for null in pattern:
-            if null:
-                template += b"\xff\xff\xff\xff"
-            else:
-                template += np.array([8], dtype=">i4").tobytes()
-                offsets.append(len(template))
-                template += bytes(8)
-        width = len(template)
-        block = bytearray(template * n)
-        view = np.frombuffer(block, dtype=np.uint8).reshape(n, width)
-        view[:, 14:18] = group_steps.astype(">i4").view(np.uint8).reshape(n, 4)
-        present = [k for k, null in enumerate(pattern) if not null]
-        for off, k in zip(offsets, present, strict=True):
-            column = np.ascontiguousarray(group_values[:, k], dtype=">f8")
-            view[:, off : off + 8] = column.view(np.uint8).reshape(n, 8)
-        parts.append(block)
-    parts.append(_PG_COPY_TRAILER)
-    return parts
-
-
-def copy_thermo(session: Session, run_id: int, rows: Sequence[ThermoRow]) -> int:
-    """Bulk-load thermo rows with PostgreSQL binary COPY (rows must be new: no upsert).
-
-    Faster than ``repos.insert_thermo(copy=True)``, whose per-row Python formatting costs
-    more than the server's COPY itself.
-    """
-    if not rows:
-        return 0
-    parts = thermo_copy_payload(run_id, *thermo_arrays(rows))
-    dbapi = session.connection().connection.dbapi_connection
-    assert dbapi is not None
-    cols = ", ".join(("run_id", *THERMO_COLUMNS))
-    sql = f"COPY thermo ({cols}) FROM STDIN (FORMAT BINARY)"
-    with dbapi.cursor() as cur, cur.copy(sql) as cp:  # type: ignore[attr-defined]
-        for part in parts:
-            cp.write(part)
-    return len(rows)
 
 
 def store_thermo(
@@ -426,102 +349,29 @@ def add_frames(
     run_id: int,
     items: Sequence[tuple[FrameData, str, FrameAnalysis | None]],
 ) -> list[int]:
-    """Store a batch of (frame, stage, analysis) in a handful of statements; frame ids.
+    """Store a batch of (frame, stage, analysis) with ``repos.add_frames``; the frame ids.
 
-    Same result as ``repos.add_frame`` per item (an existing step is replaced, with its
-    analysis), but one executemany per table instead of five statements per frame, which
-    halves the cost of a frame on PostgreSQL. The row layout mirrors ``repos.add_frame`` /
-    ``repos.add_analysis``.
+    An existing step is replaced, with its analysis. Raises :class:`InvalidData` if two
+    frames of the batch have the same step.
     """
-    import json
-
-    from glassbench.schema import Coordination, Frame, Speciation, pack_array
-    from glassbench.service.repos import canonical_json
-
-    if not items:
-        return []
-    frame_rows = [
-        {
-            "run_id": run_id,
-            "stage": stage,
-            "step": int(f.step),
-            "time_ps": _finite_or_none(f.time_ps),
-            "temperature_k": _finite_or_none(f.temperature_k),
-            "n_atoms": len(f.numbers),
-            "cell_json": json.dumps(np.asarray(f.cell, dtype=float).reshape(3, 3).tolist()),
-            "pbc": "".join("T" if p else "F" for p in f.pbc),
-            "numbers": pack_array(np.asarray(f.numbers, dtype=np.int16)),
-            "positions": pack_array(np.asarray(f.positions, dtype=np.float64)),
-        }
+    rows = [
+        frame_row(
+            run_id,
+            stage=stage,
+            step=f.step,
+            numbers=f.numbers,
+            positions=f.positions,
+            cell=f.cell,
+            pbc=f.pbc,
+            time_ps=f.time_ps,
+            temperature_k=f.temperature_k,
+        )
         for f, stage, _ in items
     ]
-    table: sa.Table = Frame.__table__  # type: ignore[attr-defined]
-    stmt = _dialect_insert(session, table)
-    keep = ("run_id", "step")
-    stmt = stmt.on_conflict_do_update(
-        index_elements=list(keep),
-        set_={c: stmt.excluded[c] for c in frame_rows[0] if c not in keep},
-    ).returning(table.c.step, table.c.id)
-    # Match ids by step, not by position: SQLAlchemy's sort_by_parameter_order orders
-    # PostgreSQL's rows by id, which is wrong when the upsert updated an older row.
-    by_step = {int(step): int(fid) for step, fid in session.execute(stmt, frame_rows)}
-    if len(by_step) != len(frame_rows):
-        raise InvalidData("two frames of one batch have the same step")
-    ids = [by_step[int(f.step)] for f, _, _ in items]
-
-    analysed = [(fid, a) for fid, (_, _, a) in zip(ids, items, strict=True) if a is not None]
-    if not analysed:
-        return ids
-    done = [fid for fid, _ in analysed]
-    for tbl in (Speciation, Coordination):
-        session.execute(sa.delete(tbl).where(tbl.frame_id.in_(done)))  # type: ignore[attr-defined]
-    spec_rows = [
-        {"frame_id": fid, "unit": u, "count": int(c)}
-        for fid, a in analysed
-        for u, c in a.unit_counts().items()
-    ]
-    coord_rows = []
-    for fid, a in analysed:
-        na, ss = a.na, a.ss
-        coord_rows.append(
-            {
-                "frame_id": fid,
-                "na_n": int(na.n),
-                "na_cn_mean": _finite_or_none(na.cn_mean) if na.n else None,
-                "na_cn_s_mean": _finite_or_none(na.cn_S_mean) if na.n else None,
-                "na_cn_o_mean": _finite_or_none(na.cn_O_mean) if na.n else None,
-                "na_cn_histogram_json": json.dumps(
-                    {str(k): int(v) for k, v in na.histogram.items()}
-                ),
-                "ss_fraction": _finite_or_none(ss.fraction),
-                "ss_mean_length": _finite_or_none(ss.mean_length),
-                "ss_chains_json": json.dumps({str(k): int(v) for k, v in ss.chains.items()}),
-                "cutoffs_json": canonical_json(a.cutoffs),
-            }
-        )
-    session.execute(sa.insert(Speciation.__table__), spec_rows)  # type: ignore[attr-defined]
-    session.execute(sa.insert(Coordination.__table__), coord_rows)  # type: ignore[attr-defined]
-    return ids
-
-
-def _finite_or_none(v: float | None) -> float | None:
-    if v is None:
-        return None
-    f = float(v)
-    return f if math.isfinite(f) else None
-
-
-def _dialect_insert(session: Session, table: sa.Table) -> Any:
-    name = session.get_bind().dialect.name
-    if name == "postgresql":
-        from sqlalchemy.dialects import postgresql
-
-        return postgresql.insert(table)
-    if name == "sqlite":
-        from sqlalchemy.dialects import sqlite
-
-        return sqlite.insert(table)
-    raise NotImplementedError(f"database dialect {name!r} is not supported")
+    try:
+        return write_frames(session, rows, [a for _, _, a in items])
+    except BadRows as exc:
+        raise InvalidData(str(exc)) from None
 
 
 def store_frames(

@@ -11,7 +11,7 @@ config = context.config
 target_metadata = metadata
 
 
-def _include_object(obj, name, type_, reflected, compare_to):  # noqa: ANN001
+def _include_object(obj, name, type_, reflected, compare_to):
     # Views are created by migrations with raw SQL; reflection may report them as tables.
     from glassbench.schema.views import CURRENT_VIEWS
 

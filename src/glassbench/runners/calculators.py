@@ -202,7 +202,9 @@ def _mace_import_guard() -> Iterator[None]:
 def _import_mace() -> tuple[Any, Any]:
     try:
         with _mace_import_guard():
-            import e3nn  # noqa: F401  (must import under the guard, before mace)
+            # e3nn.o3 (not bare e3nn) is what loads the constants: import it before mace
+            # sets TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD, so they load with weights_only=True.
+            import e3nn.o3  # noqa: F401
             from mace.calculators import MACECalculator
             from mace.modules import models as mace_models
     except ImportError as err:

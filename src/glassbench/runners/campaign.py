@@ -51,16 +51,32 @@ DEFAULT_STALE_AFTER_S = 600.0
 # Status vocabulary of `campaign status`: the run table's, plus runs not created yet.
 STATUSES = ("done", "running", "pending", "failed", "missing")
 
-# [protocol] keys: the MeltQuenchParams fields outside the run key and the [properties] table.
+# Spec keys derive from MeltQuenchParams, so a parameter added to the runner is accepted at
+# once: [protocol] takes every field outside the run key except the elastic ones, which go
+# in [properties] (`elastic` and the `elastic_*` options).
 _KEY_FIELDS = ("mlip", "x", "quench_rate_k_ps", "seed")
-_PROPERTY_FIELDS = ("elastic", "elastic_strain")
+_DEFAULTS = MeltQuenchParams(mlip="", x=0.0, quench_rate_k_ps=1.0, seed=0)
 PROTOCOL_KEYS: tuple[str, ...] = tuple(
-    f.name for f in fields(MeltQuenchParams) if f.name not in _KEY_FIELDS + _PROPERTY_FIELDS
+    f.name for f in fields(MeltQuenchParams)
+    if f.name not in _KEY_FIELDS and not f.name.startswith("elastic")
+)  # fmt: skip
+PROPERTY_KEYS: tuple[str, ...] = tuple(
+    f.name for f in fields(MeltQuenchParams) if f.name.startswith("elastic")
 )
+
+
+def _kind_of(name: str) -> str:
+    """The spec type of a MeltQuenchParams field, from its default (None: optional number)."""
+    default = getattr(_DEFAULTS, name)
+    if isinstance(default, bool):
+        return "bool"
+    if isinstance(default, int):
+        return "int"
+    return "number"
+
+
 # Dask worker resources a task asks for (None: any worker).
 WorkerResources = dict[str, float] | None
-_INT_PROTOCOL_KEYS = ("formula_units", "relax_steps", "thermo_every", "frame_every", "flush_every")
-_OPTIONAL_PROTOCOL_KEYS = ("density_g_cm3",)
 
 
 # --- the spec ---------------------------------------------------------------------------
@@ -100,6 +116,9 @@ class ClusterSpec:
 
 @dataclass(frozen=True)
 class CampaignSpec:
+    """A parsed spec. ``protocol`` holds the MeltQuenchParams overrides: the [protocol] keys
+    and the ``elastic_*`` options of [properties]."""
+
     path: Path
     name: str
     mlips: tuple[str, ...]
@@ -262,16 +281,16 @@ def parse_spec(data: Mapping[str, Any], path: Path) -> CampaignSpec:
     r.section("protocol", required=True)
     proto: dict[str, Any] = {}
     for key in PROTOCOL_KEYS:
-        if key in _OPTIONAL_PROTOCOL_KEYS and data["protocol"].get(key) is None:
-            r.used.add(f"protocol.{key}")
-            continue
-        kind = "int" if key in _INT_PROTOCOL_KEYS else "number"
-        v = r.value("protocol", key, kind)
+        v = r.value("protocol", key, _kind_of(key))
         if v is not None:
             proto[key] = v
 
     r.section("properties", required=False)
-    elastic = r.value("properties", "elastic", "bool", default=False)
+    for key in PROPERTY_KEYS:
+        v = r.value("properties", key, _kind_of(key))
+        if v is not None:
+            proto[key] = v
+    elastic = bool(proto.pop("elastic", False))
     crystal_raw = r.value("properties", "crystal", "strlist", default=())
     crystal: list[Path] = []
     for i, f in enumerate(crystal_raw):
@@ -353,8 +372,7 @@ def _check_matrix(spec: CampaignSpec, r: _Reader) -> None:
     """Refuse before anything is written: every (x, protocol) must make a valid run."""
     from glassbench.chemistry import counts_for
 
-    defaults = MeltQuenchParams(mlip="", x=0.0, quench_rate_k_ps=1.0, seed=0)
-    p = {k: spec.protocol.get(k, getattr(defaults, k)) for k in PROTOCOL_KEYS}
+    p = {k: spec.protocol.get(k, getattr(_DEFAULTS, k)) for k in PROTOCOL_KEYS}
     checks: list[tuple[bool, str, str]] = [
         (p["formula_units"] >= 1, "formula_units", "must be >= 1"),
         (p["t_final_k"] > 0, "t_final_k", "must be > 0"),
@@ -875,7 +893,7 @@ def run_campaign(
         states[rid].attempts0 = int(row["attempts"])
         # Checkpoints are per run *row*: a database deleted and recreated under the same URL
         # reuses run ids, and a stale final-step checkpoint would "finish" a new run at once.
-        ident = f"{url}|{rid}|{row['created_at']}"
+        ident = f"{rid}|{row['created_at']}"
         states[rid].checkpoint_dir = str(ckdir / hashlib.sha256(ident.encode()).hexdigest()[:16])
     todo = [rid for rid in states if rows[rid]["status"] != "done"]
     done_before = len(states) - len(todo)

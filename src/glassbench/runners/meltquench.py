@@ -71,6 +71,7 @@ class MeltQuenchParams:
     elastic_strain: float = 0.005
     elastic_fmax: float = 0.01
     elastic_max_steps: int = 300
+    elastic_relax_positions: bool = True
 
     def __post_init__(self) -> None:
         checks: list[tuple[bool, str, str]] = [
@@ -112,7 +113,9 @@ class MeltQuenchParams:
         d = asdict(self)
         for k in ("mlip", "x", "quench_rate_k_ps", "seed", "flush_every"):
             d.pop(k)
-        for k in ("elastic", "elastic_strain", "elastic_fmax", "elastic_max_steps"):
+        for k in (
+            "elastic", "elastic_strain", "elastic_fmax", "elastic_max_steps", "elastic_relax_positions"
+        ):  # fmt: skip
             d.pop(k)
         d["thermostat"] = "langevin"
         d["barostat"] = "berendsen"
@@ -576,7 +579,7 @@ def _finish(
 
         elastic = elastic_moduli(
             atoms.copy(), calc, strain=params.elastic_strain, fmax=params.elastic_fmax,
-            max_steps=params.elastic_max_steps,
+            max_steps=params.elastic_max_steps, relax_positions=params.elastic_relax_positions,
         )  # fmt: skip
     final = atoms.copy()
     cell = np.asarray(final.cell)
@@ -592,16 +595,13 @@ def _finish(
             method=f"block mean over the last half of the NPT anneal ({dens.size} samples)",
         )  # fmt: skip
         if elastic is not None:
+            method = elastic.method
+            if params.elastic_relax_positions and not elastic.converged:
+                method += " (position relaxation NOT converged)"
             for name, (value, err) in elastic.moduli().items():
                 props[name] = value
                 repos.set_property(
-                    s,
-                    run_id,
-                    name,
-                    value,
-                    stderr=err,
-                    method=elastic.method,
-                    details=elastic.to_dict(),
+                    s, run_id, name, value, stderr=err, method=method, details=elastic.to_dict()
                 )
         s.execute(
             sa.text("UPDATE run SET status = 'done', finished_at = :t, error = NULL WHERE id = :i"),
