@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Development / CI environments, idempotent:
 #   .venv         glassbench + tests + MACE + CHGNet (torch 2.13 CPU)
-#   .venv-deepmd  glassbench + DeePMD-kit (TensorFlow backend): its own env, see docs/environments.md
+#   .venv-deepmd  glassbench + DeePMD-kit (TensorFlow backend)
+#   .venv-grace   glassbench + GRACE (tensorpotential, TensorFlow 2.20): each its own env, see docs/environments.md
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
@@ -12,4 +13,4 @@ fi
 # torch first, pinned: any other spelling pulls a multi-GB CUDA build (docs/environments.md).
 .venv/bin/python -m pip install -q "torch==2.13.0"
 .venv/bin/python -m pip install -q -e ".[test,mace,chgnet]"
-bash scripts/make-envs.sh --deepmd
+bash scripts/make-envs.sh --all

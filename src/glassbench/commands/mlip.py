@@ -49,8 +49,9 @@ def add(
     replace: bool,
 ) -> None:
     """Register MLIP NAME (the model file's sha256 is recorded)."""
+    from glassbench.hashing import sha256_file
     from glassbench.service import unit_of_work
-    from glassbench.service.repos import NotFound, add_mlip, get_mlip, sha256_file
+    from glassbench.service.repos import NotFound, add_mlip, get_mlip
 
     if not name.strip() or len(name) > 128:
         raise BadInput("name must be 1-128 characters", source="NAME")

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from glassbench.errors import BadInput
+from glassbench.hashing import sha256_file
 from glassbench.service import repos, unit_of_work
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ def run_crystals(
                     "volume_per_fu_a3": v_fu,
                     "exp_volume_per_fu_a3": exp,
                     "deviation_pct": dev,
-                    "structure_sha256": repos.sha256_file(path),
+                    "structure_sha256": sha256_file(path),
                 },
             )
         out.append(
