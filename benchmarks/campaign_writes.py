@@ -72,7 +72,9 @@ def fresh_database(url: str) -> str:
             c.execute(sa.text(f'CREATE SCHEMA "{SCHEMA}"'))
         admin.dispose()
         sep = "&" if "?" in url else "?"
-        target = f"{url}{sep}options={quote(f'-csearch_path={SCHEMA}')}"
+        # application_name lets pg_stat_activity tell the benchmark's sessions apart.
+        target = (f"{url}{sep}options={quote(f'-csearch_path={SCHEMA}')}"
+                  f"&application_name={SCHEMA}")  # fmt: skip
     eng = make_engine(target)
     upgrade(eng)
     from glassbench.service import repos, unit_of_work

@@ -80,7 +80,7 @@ class Unit:
     symbols: list[str]
     positions: np.ndarray
     expected: dict[str, float] = field(default_factory=dict)
-    note: str = ""
+    label_also: tuple[int, ...] = ()  # anions to label besides bridging/over/free ones
 
     @property
     def numbers(self) -> np.ndarray:
@@ -94,15 +94,19 @@ def _terminal(p: np.ndarray, away: np.ndarray, b: float, phase: float) -> np.nda
 
 def ps4() -> Unit:
     pos = np.vstack([[0, 0, 0], B_PS * tetra_vertices()])
-    return Unit("P0_PS4", "PS4 (ortho-thiophosphate)", ["P"] + ["S"] * 4, pos,
-                {"P0": 1, "NBS": 4})  # fmt: skip
+    return Unit("P0_PS4", "PS4 (ortho-thiophosphate)", ["P"] + ["S"] * 4, pos, {"P0": 1, "NBS": 4})
 
 
 def ps3o() -> Unit:
     v = tetra_vertices()
     pos = np.vstack([[0, 0, 0], B_PS * v[:3], B_PO * v[3]])
-    return Unit("P0_PS3O", "PS3O (mixed ortho unit)", ["P", "S", "S", "S", "O"], pos,
-                {"P0": 1, "NBS": 3, "NBO": 1})  # fmt: skip
+    return Unit(
+        "P0_PS3O",
+        "PS3O (mixed ortho unit)",
+        ["P", "S", "S", "S", "O"],
+        pos,
+        {"P0": 1, "NBS": 3, "NBO": 1},
+    )
 
 
 def p2x7(bridge: str, key: str, name: str) -> Unit:
@@ -114,8 +118,9 @@ def p2x7(bridge: str, key: str, name: str) -> Unit:
     p1, p2 = b * d1, b * d2
 
     def build(ph1: float, ph2: float) -> np.ndarray:
-        return np.vstack([[0, 0, 0], p1, p2, _terminal(p1, d1, B_PS, ph1),
-                          _terminal(p2, d2, B_PS, ph2)])  # fmt: skip
+        return np.vstack(
+            [[0, 0, 0], p1, p2, _terminal(p1, d1, B_PS, ph1), _terminal(p2, d2, B_PS, ph2)]
+        )
 
     pos = _most_open(build, [(a, c) for a in _PHASES for c in _PHASES], n_fixed=3)
     exp = {"P1": 2, f"B{bridge}": 1, "NBS": 6}
@@ -136,8 +141,13 @@ def p3s9_ring() -> Unit:
             for sgn in (1, -1):
                 syms.append("S")
                 pos.append(ring[k] + B_PS * (np.cos(TETRA / 2) * out + sgn * np.sin(TETRA / 2) * z))
-    return Unit("P2_P3S9_ring", "P3S9 ring (metathiophosphate)", syms, np.array(pos),
-                {"P2": 3, "BS": 3, "NBS": 6})  # fmt: skip
+    return Unit(
+        "P2_P3S9_ring",
+        "P3S9 ring (metathiophosphate)",
+        syms,
+        np.array(pos),
+        {"P2": 3, "BS": 3, "NBS": 6},
+    )
 
 
 def _branched(n_arms: int) -> tuple[list[str], np.ndarray]:
@@ -165,14 +175,16 @@ def _branched(n_arms: int) -> tuple[list[str], np.ndarray]:
 
 def p4s13() -> Unit:
     syms, pos = _branched(3)
-    return Unit("P3_P4S13", "P(SPS3)3S: a P3 centre", syms, pos,
-                {"P3": 1, "P1": 3, "BS": 3, "NBS": 10})  # fmt: skip
+    return Unit(
+        "P3_P4S13", "P(SPS3)3S: a P3 centre", syms, pos, {"P3": 1, "P1": 3, "BS": 3, "NBS": 10}
+    )
 
 
 def p5s16() -> Unit:
     syms, pos = _branched(4)
-    return Unit("P4_P5S16", "P(SPS3)4: a P4 centre", syms, pos,
-                {"P4": 1, "P1": 4, "BS": 4, "NBS": 12})  # fmt: skip
+    return Unit(
+        "P4_P5S16", "P(SPS3)4: a P4 centre", syms, pos, {"P4": 1, "P1": 4, "BS": 4, "NBS": 12}
+    )
 
 
 def over_s() -> Unit:
@@ -184,8 +196,13 @@ def over_s() -> Unit:
         p = B_PS * d
         syms += ["P", "S", "S", "S"]
         pos += [p, *_terminal(p, d, B_PS, phase=0.35 + k * 0.0)]
-    return Unit("over_S", "S(PS3)3: over-coordinated S", syms, np.array(pos),
-                {"P1": 3, "over_S": 1, "NBS": 9})  # fmt: skip
+    return Unit(
+        "over_S",
+        "S(PS3)3: over-coordinated S",
+        syms,
+        np.array(pos),
+        {"P1": 3, "over_S": 1, "NBS": 9},
+    )
 
 
 def p2s6_pp() -> Unit:
@@ -193,15 +210,19 @@ def p2s6_pp() -> Unit:
     z = np.array([0.0, 0.0, 1.0])
     p1, p2 = -z * B_PP / 2, z * B_PP / 2
     pos = np.vstack([p1, p2, _terminal(p1, -z, B_PS, 0.0), _terminal(p2, z, B_PS, np.pi / 3)])
-    return Unit("P1P_P2S6", "P2S6 (P-P bond)", ["P", "P"] + ["S"] * 6, pos,
-                {"P1P": 2, "NBS": 6})  # fmt: skip
+    return Unit("P1P_P2S6", "P2S6 (P-P bond)", ["P", "P"] + ["S"] * 6, pos, {"P1P": 2, "NBS": 6})
 
 
 def ps3_pyramid() -> Unit:
     polar = np.arccos(np.sqrt((np.cos(np.radians(100.0)) + 0.5) / 1.5))  # S-P-S 100 degrees
     s = B_PS * cone(np.array([0.0, 0.0, -1.0]), polar)
-    return Unit("P3c_PS3", "PS3 pyramid (three-coordinated P)", ["P", "S", "S", "S"],
-                np.vstack([[0, 0, 0], s]), {"P3c": 1, "NBS": 3})  # fmt: skip
+    return Unit(
+        "P3c_PS3",
+        "PS3 pyramid (three-coordinated P)",
+        ["P", "S", "S", "S"],
+        np.vstack([[0, 0, 0], s]),
+        {"P3c": 1, "NBS": 3},
+    )
 
 
 def p2s6_es() -> Unit:
@@ -216,8 +237,13 @@ def p2s6_es() -> Unit:
         for sz in (1, -1):
             syms.append("S")
             pos.append(p + B_PS * (np.cos(TETRA / 2) * sx * x + sz * np.sin(TETRA / 2) * z))
-    return Unit("P2ES_P2S6", "P2S6 edge-sharing", syms, np.array(pos, float),
-                {"P2": 2, "P2ES": 2, "BS": 2, "NBS": 4})  # fmt: skip
+    return Unit(
+        "P2ES_P2S6",
+        "P2S6 edge-sharing",
+        syms,
+        np.array(pos, float),
+        {"P2": 2, "P2ES": 2, "BS": 2, "NBS": 4},
+    )
 
 
 def pp_chain() -> Unit:
@@ -226,20 +252,41 @@ def pp_chain() -> Unit:
     pa, pc = B_PP * v[0], B_PP * v[1]
 
     def build(ph1: float, ph2: float) -> np.ndarray:
-        return np.vstack([np.zeros(3), pa, pc, B_PS * v[2], B_PS * v[3],
-                          _terminal(pa, v[0], B_PS, ph1), _terminal(pc, v[1], B_PS, ph2)])  # fmt: skip
+        return np.vstack(
+            [
+                np.zeros(3),
+                pa,
+                pc,
+                B_PS * v[2],
+                B_PS * v[3],
+                _terminal(pa, v[0], B_PS, ph1),
+                _terminal(pc, v[1], B_PS, ph2),
+            ]
+        )
 
     pos = _most_open(build, [(a, c) for a in _PHASES for c in _PHASES], n_fixed=5)
-    return Unit("PPchain_P3S8", "S3P-PS2-PS3 (P-P chain)", ["P"] * 3 + ["S"] * 8, pos,
-                {"P1P": 2, "P_other": 1, "PPchain": 3, "NBS": 8})  # fmt: skip
+    return Unit(
+        "PPchain_P3S8",
+        "S3P-PS2-PS3 (P-P chain)",
+        ["P"] * 3 + ["S"] * 8,
+        pos,
+        {"P1P": 2, "P_other": 1, "PPchain": 3, "NBS": 8},
+    )
 
 
 def s_chain(n: int) -> Unit:
     """Planar zig-zag S_n, S-S-S 105 degrees."""
     half = np.radians(105.0) / 2
-    pos = np.array([[k * B_SS * np.sin(half), (k % 2) * B_SS * np.cos(half), 0.0] for k in range(n)])
-    return Unit(f"SS_S{n}", f"S{n} chain (polysulfide)", ["S"] * n, pos,
-                {"free_S": n, "S_in_chains": n, "chains": {n: 1}})  # fmt: skip
+    pos = np.array(
+        [[k * B_SS * np.sin(half), (k % 2) * B_SS * np.cos(half), 0.0] for k in range(n)]
+    )
+    return Unit(
+        f"SS_S{n}",
+        f"S{n} chain (polysulfide)",
+        ["S"] * n,
+        pos,
+        {"free_S": n, "S_in_chains": n, "chains": {n: 1}},
+    )
 
 
 def ss_bridge() -> Unit:
@@ -252,12 +299,19 @@ def ss_bridge() -> Unit:
     p1, p2 = s1 + B_PS * d1, s2 + B_PS * d2
 
     def build(ph1: float, ph2: float) -> np.ndarray:
-        return np.vstack([s1, s2, p1, p2, _terminal(p1, d1, B_PS, ph1),
-                          _terminal(p2, d2, B_PS, ph2)])  # fmt: skip
+        return np.vstack(
+            [s1, s2, p1, p2, _terminal(p1, d1, B_PS, ph1), _terminal(p2, d2, B_PS, ph2)]
+        )
 
     pos = _most_open(build, [(a, c) for a in _PHASES for c in _PHASES], n_fixed=4)
-    return Unit("SS_P2S8", "S3P-S-S-PS3 (S-S bond)", ["S", "S", "P", "P"] + ["S"] * 6, pos,
-                {"P0": 2, "NBS": 8, "S_in_chains": 2, "chains": {2: 1}})  # fmt: skip
+    return Unit(
+        "SS_P2S8",
+        "S3P-S-S-PS3 (S-S bond)",
+        ["S", "S", "P", "P"] + ["S"] * 6,
+        pos,
+        {"P0": 2, "NBS": 8, "S_in_chains": 2, "chains": {2: 1}},
+        (0, 1),
+    )
 
 
 def na_on_face(kind: str) -> Unit:
@@ -280,8 +334,9 @@ def na_on_face(kind: str) -> Unit:
         lim = np.array([DEFAULT_CUTOFFS["Na-S" if s == "S" else "Na-O"] for s in syms[2:]])
         if np.all(d <= lim - 0.45) and np.all(d >= 2.2):
             break
-    return Unit(f"Na_{'PS4' if kind == 'S' else 'PS3O'}", name, [*syms, "Na"],
-                np.vstack([*pos, na]), exp)  # fmt: skip
+    return Unit(
+        f"Na_{'PS4' if kind == 'S' else 'PS3O'}", name, [*syms, "Na"], np.vstack([*pos, na]), exp
+    )
 
 
 UNITS: list[Callable[[], Unit]] = [
@@ -370,8 +425,8 @@ def summary(res: FrameAnalysis) -> str:
         if v:
             parts.append(f"{v} {k}")
     if res.ss.S_in_chains:
-        chains = ", ".join(f"{n} of {L}" for L, n in sorted(res.ss.chains.items()))
-        parts.append(f"S-S chains: {chains}")
+        chains = ", ".join(f"{n} x {L} S" for L, n in sorted(res.ss.chains.items()))
+        parts.append(f"S-S chains {chains}")
     if res.na.n:
         parts.append(f"Na CN {res.na.cn_mean:g} (S {res.na.cn_S_mean:g}, O {res.na.cn_O_mean:g})")
     return ", ".join(parts)
@@ -456,25 +511,58 @@ def draw(unit: Unit, res: FrameAnalysis, path: Path) -> None:
     for i, j in bond_list:
         # Drawn just behind the farther of its two atoms: both balls cover its ends.
         z = min(depth[i], depth[j]) - 0.01
-        pp = unit.symbols[i] == "P" and unit.symbols[j] == "P"
-        ss = unit.symbols[i] == "S" and unit.symbols[j] == "S"
-        colour = "#8e44ad" if pp else "#b59a00" if ss else "#555555"
-        ax.plot(xyz[[i, j], 0], xyz[[i, j], 1], color=colour, lw=3.2 if pp or ss else 2.4,
-                solid_capstyle="round", zorder=z)  # fmt: skip
+        pair = {unit.symbols[i], unit.symbols[j]}
+        if "Na" in pair:  # Na-S / Na-O contacts: coordination, not covalent bonds
+            ax.plot(
+                xyz[[i, j], 0],
+                xyz[[i, j], 1],
+                color=COLOURS["Na"],
+                lw=1.6,
+                ls=(0, (3, 2)),
+                zorder=z,
+            )
+            continue
+        colour = (
+            {"P": "#8e44ad", "S": "#b59a00"}.get(pair.pop(), "#555555")
+            if len(pair) == 1
+            else "#555555"
+        )
+        ax.plot(
+            xyz[[i, j], 0],
+            xyz[[i, j], 1],
+            color=colour,
+            lw=3.2 if colour != "#555555" else 2.4,
+            solid_capstyle="round",
+            zorder=z,
+        )
     span = np.ptp(depth) or 1.0
     for i, s in enumerate(unit.symbols):
         r = RADII[s] * (0.9 + 0.2 * (depth[i] - depth.min()) / span)  # nearer: a little bigger
         x, y, z = xyz[i]
-        ax.add_patch(Circle((x, y), r, facecolor=COLOURS[s], edgecolor="#222222", lw=0.8,
-                            zorder=z))  # fmt: skip
-        ax.add_patch(Circle((x - 0.3 * r, y + 0.3 * r), 0.3 * r, facecolor="white", alpha=0.45,
-                            lw=0, zorder=z + 1e-4))  # fmt: skip
+        ax.add_patch(Circle((x, y), r, facecolor=COLOURS[s], edgecolor="#222222", lw=0.8, zorder=z))
+        ax.add_patch(
+            Circle(
+                (x - 0.3 * r, y + 0.3 * r),
+                0.3 * r,
+                facecolor="white",
+                alpha=0.45,
+                lw=0,
+                zorder=z + 1e-4,
+            )
+        )
         lab = labels.get(i, "")
-        if s == "P" or lab.startswith(("B", "over", "free")):
-            ax.annotate(lab, (x, y), xytext=(x + r * 0.85, y + r * 0.85), fontsize=7.5,
-                        color="#111111", zorder=100, ha="left", va="bottom",
-                        bbox={"boxstyle": "round,pad=0.12", "fc": "white", "ec": "none",
-                              "alpha": 0.75})  # fmt: skip
+        if s == "P" or lab.startswith(("B", "over", "free")) or i in unit.label_also:
+            ax.annotate(
+                lab,
+                (x, y),
+                xytext=(x + r * 0.85, y + r * 0.85),
+                fontsize=7.5,
+                color="#111111",
+                zorder=100,
+                ha="left",
+                va="bottom",
+                bbox={"boxstyle": "round,pad=0.12", "fc": "white", "ec": "none", "alpha": 0.75},
+            )
     lo, hi = xyz[:, :2].min(axis=0) - 0.75, xyz[:, :2].max(axis=0) + 0.75
     half = max(hi - lo) / 2
     mid = (lo + hi) / 2
@@ -483,10 +571,28 @@ def draw(unit: Unit, res: FrameAnalysis, path: Path) -> None:
     title = f"{unit.name}\n{summary(res)}"
     fig.text(0.5, 0.985, title, ha="center", va="top", fontsize=8.5, wrap=True)
     present = [s for s in ("P", "S", "O", "Na") if s in unit.symbols]
-    handles = [Line2D([], [], marker="o", ls="", markersize=7, markerfacecolor=COLOURS[s],
-                      markeredgecolor="#222222", label=s) for s in present]  # fmt: skip
-    fig.legend(handles=handles, loc="lower center", ncol=len(present), frameon=False,
-               fontsize=8, handletextpad=0.2, columnspacing=1.0)  # fmt: skip
+    handles = [
+        Line2D(
+            [],
+            [],
+            marker="o",
+            ls="",
+            markersize=7,
+            markerfacecolor=COLOURS[s],
+            markeredgecolor="#222222",
+            label=s,
+        )
+        for s in present
+    ]
+    fig.legend(
+        handles=handles,
+        loc="lower center",
+        ncol=len(present),
+        frameon=False,
+        fontsize=8,
+        handletextpad=0.2,
+        columnspacing=1.0,
+    )
     fig.savefig(path, dpi=100)
     plt.close(fig)
 

@@ -194,3 +194,24 @@ def test_kill9_then_resume_equals_uninterrupted_run(
     with engine.connect() as c:
         assert c.execute(sa.text("SELECT status, attempts FROM run")).one() == ("done", 2)
     engine.dispose()
+
+
+@pytest.mark.slow
+def test_meltquench_tiny_deepmd_in_its_own_interpreter(
+    gb: Cli, engine: Any, deepmd_python: str, tiny_deepmd_graph: Path, tmp_path: Path
+) -> None:
+    """DeePMD (TensorFlow) cannot share the torch environment: the registered interpreter runs
+    the simulation and the rows land in the same database."""
+    gb.ok("mlip", "add", "tiny-dp", "--arch", "deepmd", "--model", str(tiny_deepmd_graph),
+          "--python", deepmd_python)  # fmt: skip
+    res = gb("run", "meltquench", "--mlip", "tiny-dp", "--seed", "2", *SHORT,
+             "--checkpoint-dir", str(tmp_path / "ck"))  # fmt: skip
+    assert res.exit_code == 0, res.output
+    rows = _thermo(engine)
+    assert [r[0] for r in rows] == list(range(0, 91, 5))
+    with engine.connect() as c:
+        status, software = c.execute(sa.text("SELECT status, software_json FROM run")).one()
+    assert status == "done"
+    assert "deepmd-kit" in software  # provenance recorded by the worker interpreter
+    summary = gb.ok("sql", "SELECT status, density_g_cm3, p0 FROM run_summary", "--format", "csv").output
+    assert summary.strip().splitlines()[1].startswith("done,")

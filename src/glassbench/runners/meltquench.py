@@ -32,6 +32,7 @@ from glassbench.chemistry import FAMILY
 from glassbench.errors import BadInput, Failure
 from glassbench.schema.models import utcnow
 from glassbench.service import repos, unit_of_work
+from glassbench.service.retry import retry_db
 
 if TYPE_CHECKING:
     from ase import Atoms
@@ -147,6 +148,10 @@ class RunOutcome:
     resumed_from: int | None = None
     properties: dict[str, float] = field(default_factory=dict)
     message: str = ""
+
+
+def _url(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=True)
 
 
 def worker_id() -> str:
@@ -503,7 +508,7 @@ def _simulate(
             )  # fmt: skip
         return npt
 
-    def flush(upto: int) -> None:
+    def write_buffers() -> None:
         with unit_of_work(engine) as s:
             repos.insert_thermo(s, run_id, thermo_buf)
             for fstep, stage, snap in frame_buf:
@@ -518,6 +523,13 @@ def _simulate(
                 sa.text("UPDATE run SET heartbeat_at = :t WHERE id = :i"),
                 {"t": utcnow(), "i": run_id},
             )
+
+    def flush(upto: int) -> None:
+        # A database outage waits here (the writes are idempotent upserts, so a retry after
+        # a lost commit acknowledgement is harmless); the checkpoint follows the write.
+        retry_db(
+            write_buffers, url=_url(engine), what=f"run {run_id}: flush at step {upto}", log=log
+        )
         thermo_buf.clear()
         frame_buf.clear()
         save_checkpoint(ckpt, step=upto, atoms=atoms, rng=rng)
@@ -561,13 +573,17 @@ def _finish(
     from glassbench.analysis import analyze_frame
 
     props: dict[str, float] = {}
-    with engine.connect() as c:
-        rows = c.execute(
-            sa.text(
-                "SELECT density_g_cm3 FROM thermo WHERE run_id = :i AND step > :s ORDER BY step"
-            ),
-            {"i": run_id, "s": params.melt_steps + params.quench_steps + params.anneal_steps // 2},
-        ).fetchall()
+
+    def read_density() -> list[Any]:
+        with engine.connect() as c:
+            return list(c.execute(
+                sa.text(
+                    "SELECT density_g_cm3 FROM thermo WHERE run_id = :i AND step > :s ORDER BY step"
+                ),
+                {"i": run_id, "s": params.melt_steps + params.quench_steps + params.anneal_steps // 2},
+            ).fetchall())  # fmt: skip
+
+    rows = retry_db(read_density, url=_url(engine), what=f"run {run_id}: read thermo", log=log)
     dens = np.array([r[0] for r in rows if r[0] is not None], dtype=float)
     if dens.size == 0:  # no anneal: the density of the final structure
         dens = np.array([float(atoms.get_masses().sum()) * 1.66053906660 / atoms.get_volume()])
@@ -583,30 +599,36 @@ def _finish(
         )  # fmt: skip
     final = atoms.copy()
     cell = np.asarray(final.cell)
-    with unit_of_work(engine) as s:
-        repos.add_frame(
-            s, run_id, stage="final", step=params.total_steps, numbers=final.numbers,
-            positions=final.positions, cell=cell, pbc=final.pbc,
-            time_ps=params.total_steps * params.timestep_fs / 1000.0, temperature_k=params.t_final_k,
-            analysis=analyze_frame(final.numbers, final.positions, cell, final.pbc),
-        )  # fmt: skip
-        repos.set_property(
-            s, run_id, "density_g_cm3", mean, stderr=None if math.isnan(sem) else sem,
-            method=f"block mean over the last half of the NPT anneal ({dens.size} samples)",
-        )  # fmt: skip
-        if elastic is not None:
-            method = elastic.method
-            if params.elastic_relax_positions and not elastic.converged:
-                method += " (position relaxation NOT converged)"
-            for name, (value, err) in elastic.moduli().items():
-                props[name] = value
-                repos.set_property(
-                    s, run_id, name, value, stderr=err, method=method, details=elastic.to_dict()
-                )
-        s.execute(
-            sa.text("UPDATE run SET status = 'done', finished_at = :t, error = NULL WHERE id = :i"),
-            {"t": utcnow(), "i": run_id},
-        )
+
+    def write_final() -> None:
+        with unit_of_work(engine) as s:
+            repos.add_frame(
+                s, run_id, stage="final", step=params.total_steps, numbers=final.numbers,
+                positions=final.positions, cell=cell, pbc=final.pbc,
+                time_ps=params.total_steps * params.timestep_fs / 1000.0, temperature_k=params.t_final_k,
+                analysis=analyze_frame(final.numbers, final.positions, cell, final.pbc),
+            )  # fmt: skip
+            repos.set_property(
+                s, run_id, "density_g_cm3", mean, stderr=None if math.isnan(sem) else sem,
+                method=f"block mean over the last half of the NPT anneal ({dens.size} samples)",
+            )  # fmt: skip
+            if elastic is not None:
+                method = elastic.method
+                if params.elastic_relax_positions and not elastic.converged:
+                    method += " (position relaxation NOT converged)"
+                for name, (value, err) in elastic.moduli().items():
+                    props[name] = value
+                    repos.set_property(
+                        s, run_id, name, value, stderr=err, method=method, details=elastic.to_dict()
+                    )
+            s.execute(
+                sa.text(
+                    "UPDATE run SET status = 'done', finished_at = :t, error = NULL WHERE id = :i"
+                ),
+                {"t": utcnow(), "i": run_id},
+            )
+
+    retry_db(write_final, url=_url(engine), what=f"run {run_id}: final frame", log=log)
     return RunOutcome(
         run_id, "done", params.total_steps, 0.0, resumed_from=resumed, properties=props
     )
