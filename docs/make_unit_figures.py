@@ -536,6 +536,7 @@ def draw(unit: Unit, res: FrameAnalysis, path: Path) -> None:
             zorder=z,
         )
     span = np.ptp(depth) or 1.0
+    to_label: list[tuple[int, str, float]] = []
     for i, s in enumerate(unit.symbols):
         r = RADII[s] * (0.9 + 0.2 * (depth[i] - depth.min()) / span)  # nearer: a little bigger
         x, y, z = xyz[i]
@@ -552,17 +553,35 @@ def draw(unit: Unit, res: FrameAnalysis, path: Path) -> None:
         )
         lab = labels.get(i, "")
         if s == "P" or lab.startswith(("B", "over", "free")) or i in unit.label_also:
-            ax.annotate(
-                lab,
-                (x, y),
-                xytext=(x + r * 0.85, y + r * 0.85),
-                fontsize=7.5,
-                color="#111111",
-                zorder=100,
-                ha="left",
-                va="bottom",
-                bbox={"boxstyle": "round,pad=0.12", "fc": "white", "ec": "none", "alpha": 0.75},
-            )
+            to_label.append((i, lab, r))
+    # Each label goes in the free direction around its atom: of eight candidate positions, the
+    # one farthest from the other balls and from the labels already placed.
+    placed: list[np.ndarray] = []
+    radii = np.array([RADII[s] for s in unit.symbols])
+    for i, lab, r in to_label:
+        best, best_d = None, -np.inf
+        for ang in np.radians(np.arange(45.0, 405.0, 45.0)):
+            d = np.array([np.cos(ang), np.sin(ang)])
+            pos = xyz[i, :2] + d * (r + 0.1 + 0.09 * len(lab) * abs(d[0]) + 0.12)
+            others = np.delete(np.arange(len(xyz)), i)
+            clear = np.linalg.norm(xyz[others, :2] - pos, axis=1) - radii[others]
+            score = clear.min() if len(others) else 1.0
+            if placed:
+                score = min(score, np.linalg.norm(np.array(placed) - pos, axis=1).min() - 0.3)
+            if score > best_d:
+                best, best_d = pos, score
+        assert best is not None
+        placed.append(best)
+        ax.annotate(
+            lab,
+            (best[0], best[1]),
+            fontsize=7.5,
+            color="#111111",
+            zorder=100,
+            ha="center",
+            va="center",
+            bbox={"boxstyle": "round,pad=0.12", "fc": "white", "ec": "none", "alpha": 0.75},
+        )
     lo, hi = xyz[:, :2].min(axis=0) - 0.75, xyz[:, :2].max(axis=0) + 0.75
     half = max(hi - lo) / 2
     mid = (lo + hi) / 2

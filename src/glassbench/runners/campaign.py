@@ -683,6 +683,9 @@ class DaskExecutor:
     def __init__(self, *, scheduler: str | None, workers: int, spec: CampaignSpec) -> None:
         from distributed import Client, LocalCluster
 
+        if not log.isEnabledFor(logging.DEBUG):
+            # distributed logs every scheduler event at INFO through the root handler.
+            logging.getLogger("distributed").setLevel(logging.WARNING)
         self.cluster: Any = None
         if scheduler:
             try:

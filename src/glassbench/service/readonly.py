@@ -3,12 +3,18 @@
 SQLite: a separate connection opened with ``mode=ro`` plus an authorizer that allows reads
 only (so ATTACH, PRAGMA writes or temp tables are refused too). PostgreSQL: a transaction set
 READ ONLY, and the query sent as one prepared statement, which the server refuses to split into
-several commands (``SELECT 1; COMMIT; DROP ...`` cannot escape the transaction).
+several commands (``SELECT 1; COMMIT; DROP ...`` cannot escape the transaction), wrapped in
+``PREPARE``, which takes only SELECT/VALUES/DML (so ``COPY ... TO PROGRAM`` never runs).
+Functions with side effects that a read-only transaction allows (``pg_read_file``,
+``lo_import``, ``pg_advisory_lock``, ``pg_terminate_backend``) are limited by the connecting
+role's privileges only: give analysts a read-only role (docs/reliability.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,16 +83,25 @@ def _sqlite(engine: Engine, sql: str, max_rows: int | None) -> QueryResult:
 def _postgres(engine: Engine, sql: str, max_rows: int | None) -> QueryResult:
     import psycopg
 
+    name = f"glassbench_query_{uuid.uuid4().hex}"
     raw = engine.raw_connection()
     try:
         dbapi = raw.dbapi_connection
         assert dbapi is not None
         dbapi.rollback()
+        prepared = False
         with dbapi.cursor() as cur:  # type: ignore[attr-defined]
             try:
                 cur.execute("SET TRANSACTION READ ONLY")
                 cur.execute("SET LOCAL statement_timeout = '300s'")
-                cur.execute(sql, prepare=True)
+                # A read-only transaction still runs utility statements such as
+                # COPY ... TO PROGRAM / TO 'file' (a shell command or a file write on the
+                # server for a superuser). PREPARE accepts only SELECT, VALUES, INSERT, UPDATE,
+                # DELETE and MERGE, so anything else is a syntax error and never runs; the
+                # read-only transaction refuses the writes; prepare=True sends one statement.
+                cur.execute(f"PREPARE {name} AS {sql}", prepare=True)
+                prepared = True
+                cur.execute(f"EXECUTE {name}")
                 if cur.description is None:
                     raise QueryRefused("the statement returned no rows (only queries are allowed)")
                 rows = cur.fetchmany(max_rows) if max_rows else cur.fetchall()
@@ -95,6 +110,10 @@ def _postgres(engine: Engine, sql: str, max_rows: int | None) -> QueryResult:
                 raise QueryRefused(str(exc).strip().splitlines()[0]) from None
             finally:
                 dbapi.rollback()
+                if prepared:  # prepared statements outlive the transaction
+                    with contextlib.suppress(psycopg.Error):
+                        cur.execute(f"DEALLOCATE {name}")
+                        dbapi.rollback()
         return QueryResult(cols, [tuple(r) for r in rows])
     finally:
         raw.close()
