@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import textwrap
+from collections.abc import Iterator, Sequence
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
@@ -47,10 +48,10 @@ def _toml_value(v: Any) -> str:
 def spec_text(
     *,
     name: str = "tiny",
-    mlips: list[str],
-    x: list[float] = (0.0, 1.0),  # type: ignore[assignment]
-    rates: list[float] = (50000.0,),  # type: ignore[assignment]
-    seeds: list[int] = (1, 2),  # type: ignore[assignment]
+    mlips: Sequence[str],
+    x: Sequence[float] = (0.0, 1.0),
+    rates: Sequence[float] = (50000.0,),
+    seeds: Sequence[int] = (1, 2),
     protocol: dict[str, Any] | None = None,
     extra: str = "",
 ) -> str:
@@ -59,7 +60,7 @@ def spec_text(
         "[campaign]",
         f'name = "{name}"',
         "[matrix]",
-        f"mlips = {_toml_value(mlips)}",
+        f"mlips = {_toml_value(list(mlips))}",
         f"x = {_toml_value(list(x))}",
         f"quench_rates_k_ps = {_toml_value(list(rates))}",
         f"seeds = {_toml_value(list(seeds))}",
@@ -131,7 +132,7 @@ def assert_all_done_once(engine: Any, expected: int) -> dict[int, dict[str, Any]
 
 
 @pytest.fixture
-def sqlite_gb(sqlite_url: str) -> Any:
+def sqlite_gb(sqlite_url: str) -> Iterator[tuple[Cli, Any]]:
     """(CLI, engine) on a migrated SQLite database: for tests whose point is not the engine."""
     from glassbench.service.db import make_engine
     from glassbench.service.migrations import upgrade

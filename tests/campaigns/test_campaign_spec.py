@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +56,11 @@ def test_example_spec_parses_and_expands() -> None:
 def test_protocol_keys_match_run_meltquench_options(tmp_path: Path) -> None:
     text = spec_text(mlips=["m"], protocol={"thermo_every": 4, "frame_every": 8, "flush_every": 8,
                                             "density_g_cm3": 2.1, "relax_steps": 0})  # fmt: skip
-    spec = parse_spec(__import__("tomllib").loads(text), tmp_path / "s.toml")
+    spec = parse_spec(tomllib.loads(text), tmp_path / "s.toml")
     p = spec.params()[0]
     assert (p.thermo_every, p.frame_every, p.flush_every, p.density_g_cm3, p.relax_steps) == (4, 8, 8, 2.1, 0)
     text = text.replace("elastic = false", "elastic = true\nelastic_strain = 0.01")
-    p = parse_spec(__import__("tomllib").loads(text), tmp_path / "s.toml").params()[0]
+    p = parse_spec(tomllib.loads(text), tmp_path / "s.toml").params()[0]
     assert (p.elastic, p.elastic_strain) == (True, 0.01)
     for key in ("formula_units", "t_melt_k", "melt_ps", "t_final_k", "anneal_ps", "timestep_fs",
                 "thermo_every", "frame_every"):  # fmt: skip

@@ -672,6 +672,13 @@ class LocalExecutor:
         return set(done)
 
     def close(self, *, cancel: bool = False) -> None:
+        if cancel:
+            # A pool worker survives Ctrl-C (the exception ends only its current call) and
+            # would go on with the calls already queued to it: stop the workers. Their runs
+            # stay 'running' under dead processes; the next invocation resumes them.
+            procs = getattr(self.pool, "_processes", None) or {}
+            for proc in list(procs.values()):
+                proc.terminate()
         self.pool.shutdown(wait=not cancel, cancel_futures=cancel)
 
 

@@ -48,9 +48,10 @@ _CHECKS: tuple[tuple[str, str], ...] = (
         "(SELECT 1 FROM frame f WHERE f.run_id = r.id AND f.stage = 'final')",
     ),
     (
+        # `ingest lammps --log` without --dump stores thermo only: a frameless LAMMPS run is valid
         "done run without any frame",
-        "SELECT r.id, r.source FROM run r WHERE r.status = 'done' AND NOT EXISTS "
-        "(SELECT 1 FROM frame f WHERE f.run_id = r.id)",
+        "SELECT r.id, r.source FROM run r WHERE r.status = 'done' AND r.source <> 'lammps' "
+        "AND NOT EXISTS (SELECT 1 FROM frame f WHERE f.run_id = r.id)",
     ),
     (
         "done run without density",

@@ -110,6 +110,24 @@ def add_mlip(session: Session, values: Mapping[str, Any], *, replace: bool = Fal
     name would otherwise silently mix two models.
     """
     existing = session.exec(select(MLIP).where(MLIP.name == values["name"])).first()
+    if existing is None and not replace:
+        # Insert, don't check-then-insert: a concurrent registration of the same name may
+        # commit between the look-up and this insert. ON CONFLICT DO NOTHING leaves its row
+        # alone (an upsert would silently overwrite it) and the comparison below runs on it.
+        stmt = (
+            _insert(session, MLIP)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["name"])
+            .returning(MLIP.__table__.c.id)  # type: ignore[attr-defined]
+        )
+        new_id = session.execute(stmt).scalar_one_or_none()
+        if new_id is not None:
+            return int(new_id)
+        existing = session.exec(
+            select(MLIP)
+            .where(MLIP.name == values["name"])
+            .execution_options(populate_existing=True)
+        ).one()
     if existing is not None and not replace:
         diff = {
             k: (getattr(existing, k), v)
