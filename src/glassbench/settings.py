@@ -52,6 +52,10 @@ class Settings(BaseSettings):
         default=None,
         description="Threads per simulation process (torch/OpenMP); None leaves the library default.",
     )
+    device: str = Field(
+        default="cpu",
+        description="Device for torch-based MLIPs (MACE, CHGNet, SevenNet): cpu, cuda, cuda:1.",
+    )
     report_dir: Path = Field(default=Path("report"), description="Default report output folder.")
 
     @field_validator("database_url")

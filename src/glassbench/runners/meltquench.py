@@ -412,10 +412,20 @@ def run_meltquench(
     return outcome
 
 
-def build_calculator(mlip: Any) -> Calculator:
-    from glassbench.runners.calculators import make_calculator
+def build_calculator(mlip: Any, *, device: str | None = None) -> Calculator:
+    """The registered MLIP's calculator (model hash checked first) on ``device``.
 
-    return make_calculator(mlip.arch, mlip.model_path, expected_sha256=mlip.model_sha256)
+    ``device`` defaults to the GLASSBENCH_DEVICE setting (``cpu``).
+    """
+    from glassbench.runners.calculators import make_calculator
+    from glassbench.settings import get_settings
+
+    return make_calculator(
+        mlip.arch,
+        mlip.model_path,
+        expected_sha256=mlip.model_sha256,
+        device=device or get_settings().device,
+    )
 
 
 def _simulate(
