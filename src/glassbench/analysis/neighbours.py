@@ -183,6 +183,38 @@ def _wrap(
     return frac @ box
 
 
+# vesin's MAX_NUMBER_OF_CELLS (vesin/src/cpu_cell_list.cpp, 0.6): a finer bin grid is scaled
+# down to about this many bins without keeping one bin per direction, so a very elongated box
+# (e.g. 1e4 x 1e4 x 2 A) gets zero bins along one axis and vesin dies of SIGFPE (x % 0).
+_VESIN_MAX_CELLS = 1e5
+
+
+def _check_vesin_grid(box: FloatArray, cutoff: float) -> None:
+    """Raise ValueError for a box whose bin grid vesin would reduce to zero bins."""
+    box = np.asarray(box, dtype=float)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        volume = abs(float(np.linalg.det(box)))
+        faces = [np.linalg.norm(np.cross(box[(m + 1) % 3], box[(m + 2) % 3])) for m in range(3)]
+    if not math.isfinite(volume) or volume == 0.0:
+        return  # fully open (vesin bins the atoms' bounding box), or refused by the caller
+    widths = [volume / float(f) if f > 0 else math.inf for f in faces]
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        n = [max(1.0, float(np.trunc(w / cutoff))) for w in widths]
+        total = n[0] * n[1] * n[2]
+        if total <= _VESIN_MAX_CELLS:
+            return
+        ratio_xy, ratio_yz = n[0] / n[1], n[1] / n[2]
+        nz = float(np.trunc(np.cbrt(_VESIN_MAX_CELLS / (ratio_xy * ratio_yz * ratio_yz))))
+        ny = float(np.trunc(ratio_yz * nz))
+        nx = float(np.trunc(ratio_xy * ny))
+    if not all(math.isfinite(v) and v >= 1 for v in (total, nx, ny, nz)):
+        raise ValueError(
+            "cell too elongated for the neighbour search (distances between faces "
+            + " x ".join(f"{w:.4g}" for w in widths)
+            + f" A at cutoff {cutoff:.3g} A)"
+        )
+
+
 @dataclass(frozen=True)
 class Pairs:
     """Half list: each pair within the cutoff once, in either orientation.
@@ -216,6 +248,7 @@ def half_pairs(
         positions, cell = _compact_open(positions, cell, pbc, cutoff)
     # Pad so that a pair exactly at the cutoff is found; the caller filters with <=.
     padded = cutoff * (1 + 1e-9) + 1e-9
+    _check_vesin_grid(cell, padded)
     nl = _neighbor_list(padded)
     i, j, s, d = nl.compute(positions, cell, pbc, quantities="ijSd", copy=copy)
     # vesin gives uint64 indices; numpy gathers with intp several times faster.

@@ -633,7 +633,7 @@ class LammpsDump:
                     raise self._bad(f"dump units {self.units!r} are not supported", lineno, index)
             elif item == "NUMBER OF ATOMS":
                 n = self._int(value_line("NUMBER OF ATOMS"), lineno, index)
-                if n <= 0:
+                if not 0 < n < 2**31:
                     raise self._bad(f"{n} atoms", lineno, index)
                 header["n"] = n
             elif item.startswith("BOX BOUNDS"):
@@ -752,12 +752,14 @@ class LammpsDump:
             raise self._bad("NaN or infinite value in an atom line", first_line + i, index)
         pos = data[:, :3]
         cell, origin, pbc = header["box"]
-        pos = pos @ cell if coords[0].startswith("xs") else pos - origin
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow: refused as non-finite later
+            pos = pos @ cell if coords[0].startswith("xs") else pos - origin
         if has_element:
             numbers = self._elements(index, first_line, lines, col["element"])
         else:
             types = data[:, -1]
-            t = types.astype(np.int64)
+            with np.errstate(invalid="ignore"):  # huge values: caught by `t != types` below
+                t = types.astype(np.int64)
             bad = (t != types) | (t < 1) | (t >= len(self._types))
             if bad.any():
                 i = int(np.flatnonzero(bad)[0])

@@ -216,6 +216,7 @@ class ThermoWriter:
     first_step: int | None = None
     last_step: int | None = None
     _buffer: list[ThermoRow] = field(default_factory=list)
+    _last_time: tuple[int, float] | None = None
 
     def add(self, row: ThermoRow) -> None:
         step = row["step"]
@@ -223,6 +224,15 @@ class ThermoWriter:
         step = int(step)
         if self.last_step is not None and step <= self.last_step:
             raise InvalidData(f"thermo step {step} does not follow step {self.last_step}")
+        # `glassbench db check` requires time to grow with step; refuse what it would flag
+        t = row.get("time_ps")
+        if t is not None and math.isfinite(t):
+            if self._last_time is not None and t < self._last_time[1]:
+                raise InvalidData(
+                    f"thermo time {t:g} ps at step {step} is before {self._last_time[1]:g} ps "
+                    f"at step {self._last_time[0]}"
+                )
+            self._last_time = (step, float(t))
         if self.first_step is None:
             self.first_step = step
         self.last_step = step
@@ -322,7 +332,9 @@ def validate_frame(frame: FrameData, reference: FrameData | None) -> None:
         raise InvalidData(f"atom {bad + 1}: position is NaN or infinite", where=frame.where)
     if frame.cell.shape != (3, 3) or not np.isfinite(frame.cell).all():
         raise InvalidData("cell is missing, malformed, NaN or infinite", where=frame.where)
-    if any(frame.pbc) and abs(float(np.linalg.det(frame.cell))) < 1e-9:
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflowing cell fails analysis
+        volume = abs(float(np.linalg.det(frame.cell)))
+    if any(frame.pbc) and volume < 1e-9:
         raise InvalidData("periodic cell has zero volume", where=frame.where)
     for name, v in (("time", frame.time_ps), ("temperature", frame.temperature_k)):
         if v is not None and not math.isfinite(v):

@@ -219,8 +219,9 @@ class AseTrajectory:
         pbc = tuple(bool(b) for b in atoms.get_pbc())
         volume = None
         if all(pbc):
-            v = abs(float(np.linalg.det(cell)))
-            volume = v if v > 0 else None
+            with np.errstate(over="ignore", invalid="ignore"):  # absurd cells: refused later
+                v = abs(float(np.linalg.det(cell)))
+            volume = v if 0 < v < math.inf else None
         density = density_from(element_counts(numbers), volume)
         frame = FrameData(
             step=step,

@@ -455,6 +455,7 @@ class RunTask:
     threads: int = 1
     python: str | None = None
     in_process: bool = False
+    stale_after_s: float = DEFAULT_STALE_AFTER_S
 
     def to_json(self) -> str:
         d = asdict(self)
@@ -546,6 +547,7 @@ def execute_run(task: RunTask) -> TaskResult:
         out = run_meltquench(
             engine, task.params, checkpoint_dir=Path(task.checkpoint_dir), calculator=calc,
             progress=False, force_claim=False, max_attempts=task.max_attempts,
+            stale_after_s=task.stale_after_s,
         )  # fmt: skip
     except Exception as exc:  # any failure of one run is reported, never fatal for the pool
         wall = time.perf_counter() - t0
@@ -932,6 +934,7 @@ def run_campaign(
             db_url=url, run_id=rid, params=st.params, checkpoint_dir=st.checkpoint_dir,
             # Across concurrent campaigns too, a run is tried at most 1 + retries more times.
             max_attempts=st.attempts0 + 1 + retries, threads=threads, python=st.python,
+            stale_after_s=spec.resources.stale_after_s,
         )  # fmt: skip
         res: WorkerResources = None
         if use_env and executor == "dask" and st.python and not same_environment(st.python):
@@ -1052,7 +1055,13 @@ def _pid_dead(pid: int) -> bool:
         return True
     except PermissionError:  # exists, owned by someone else
         return False
-    return False
+    # A killed worker whose parent died too may linger as a zombie where PID 1 does not reap
+    # (some containers): it answers kill(0) but will never beat again.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[:1] == ["Z"]
 
 
 def _reap_dead_local_workers(engine: Engine, ids: Sequence[int]) -> int:

@@ -373,6 +373,7 @@ def run_meltquench(
     force_claim: bool = True,
     max_attempts: int | None = None,
     on_flush: Callable[[int], None] | None = None,
+    stale_after_s: float = 600.0,
 ) -> RunOutcome:
     """Run (or resume, or skip if done) one melt-quench simulation with live ingest.
 
@@ -385,7 +386,8 @@ def run_meltquench(
     if run_status(engine, run_id) == "done":
         return RunOutcome(run_id, "done", 0, 0.0, message="already done")
     if not claim_run(
-        engine, run_id, worker=worker_id(), force=force_claim, max_attempts=max_attempts
+        engine, run_id, worker=worker_id(), force=force_claim, max_attempts=max_attempts,
+        stale_after_s=stale_after_s,
     ):
         return RunOutcome(
             run_id, run_status(engine, run_id), 0, 0.0, message="claimed by another worker"
