@@ -106,3 +106,44 @@ FORMAT_OPTION = click.option(
     show_default=True,
     help="Output format.",
 )
+
+
+def _compose(*decorators: Any) -> Any:
+    def apply(f: Any) -> Any:
+        for d in reversed(decorators):
+            f = d(f)
+        return f
+
+    return apply
+
+
+# Options shared by the ingest commands (the run key, analysis cutoffs, stage, replace).
+RUN_KEY_OPTIONS = _compose(
+    click.option("--mlip", required=True, help="Registered MLIP name."),
+    click.option("--x", "x", required=True, type=float, help="Composition x of Na4P2S7-xOx."),
+    click.option("--quench-rate", "quench_rate", required=True, type=float, help="In K/ps."),
+    click.option("--seed", required=True, type=int),
+)
+
+
+def stage_option(choices: Sequence[str]) -> Any:
+    return click.option(
+        "--stage",
+        type=click.Choice(list(choices)),
+        default=None,
+        help="Stage of every frame but the last, which is 'final'  [default: other]",
+    )
+
+
+INGEST_ANALYSIS_OPTIONS = _compose(
+    click.option(
+        "--cutoff",
+        "cutoffs",
+        multiple=True,
+        metavar="PAIR=A",
+        help="Bond cutoff for the analysis, e.g. P-S=2.5 (repeatable).",
+    ),
+    click.option(
+        "--replace", is_flag=True, help="Replace a run of the same key that holds other data."
+    ),
+)

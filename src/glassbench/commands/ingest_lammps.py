@@ -8,7 +8,12 @@ from typing import TYPE_CHECKING
 import click
 
 from glassbench.cli import AppContext, pass_app
-from glassbench.commands._common import require_schema
+from glassbench.commands._common import (
+    INGEST_ANALYSIS_OPTIONS,
+    RUN_KEY_OPTIONS,
+    require_schema,
+    stage_option,
+)
 from glassbench.schema.models import FRAME_STAGES
 
 if TYPE_CHECKING:
@@ -28,38 +33,21 @@ if TYPE_CHECKING:
     type=click.Path(path_type=Path),
     help="LAMMPS text dump whose frames are stored and analysed.",
 )
-@click.option("--mlip", required=True, help="Registered MLIP name.")
-@click.option("--x", "x", required=True, type=float, help="Composition x of Na4P2S7-xOx.")
-@click.option("--quench-rate", "quench_rate", required=True, type=float, help="In K/ps.")
-@click.option("--seed", required=True, type=int)
+@RUN_KEY_OPTIONS
 @click.option(
     "--type-map",
     default="Na,P,S,O",
     show_default=True,
     help="Elements of LAMMPS atom types 1, 2, ... (dumps without an element column).",
 )
-@click.option(
-    "--stage",
-    type=click.Choice(FRAME_STAGES),
-    default=None,
-    help="Stage of every frame but the last, which is 'final'  [default: other]",
-)
+@stage_option(FRAME_STAGES)
 @click.option(
     "--units",
     type=click.Choice(["metal", "real"]),
     default=None,
     help="Override the log's `units` command (for logs written with `echo none`).",
 )
-@click.option(
-    "--cutoff",
-    "cutoffs",
-    multiple=True,
-    metavar="PAIR=A",
-    help="Bond cutoff for the analysis, e.g. P-S=2.5 (repeatable).",
-)
-@click.option(
-    "--replace", is_flag=True, help="Replace a run of the same key that holds other data."
-)
+@INGEST_ANALYSIS_OPTIONS
 @pass_app
 def cli(
     app: AppContext,

@@ -9,7 +9,12 @@ from typing import TYPE_CHECKING
 import click
 
 from glassbench.cli import AppContext, pass_app
-from glassbench.commands._common import require_schema
+from glassbench.commands._common import (
+    INGEST_ANALYSIS_OPTIONS,
+    RUN_KEY_OPTIONS,
+    require_schema,
+    stage_option,
+)
 from glassbench.schema.models import FRAME_STAGES
 
 if TYPE_CHECKING:
@@ -20,26 +25,9 @@ if TYPE_CHECKING:
 
 @click.command("traj")
 @click.argument("path", metavar="FILE", type=click.Path(path_type=Path))
-@click.option("--mlip", required=True, help="Registered MLIP name.")
-@click.option("--x", "x", required=True, type=float, help="Composition x of Na4P2S7-xOx.")
-@click.option("--quench-rate", "quench_rate", required=True, type=float, help="In K/ps.")
-@click.option("--seed", required=True, type=int)
-@click.option(
-    "--stage",
-    type=click.Choice(FRAME_STAGES),
-    default=None,
-    help="Stage of every frame but the last, which is 'final'  [default: other]",
-)
-@click.option(
-    "--cutoff",
-    "cutoffs",
-    multiple=True,
-    metavar="PAIR=A",
-    help="Bond cutoff for the analysis, e.g. P-S=2.5 (repeatable).",
-)
-@click.option(
-    "--replace", is_flag=True, help="Replace a run of the same key that holds other data."
-)
+@RUN_KEY_OPTIONS
+@stage_option(FRAME_STAGES)
+@INGEST_ANALYSIS_OPTIONS
 @pass_app
 def cli(
     app: AppContext,

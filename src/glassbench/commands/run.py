@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from glassbench.cli import AppContext, pass_app
-from glassbench.commands._common import require_schema
+from glassbench.commands._common import RUN_KEY_OPTIONS, require_schema
 from glassbench.errors import BadInput, Failure
 
 
@@ -70,10 +70,7 @@ def delegate_if_needed(app: AppContext, mlip: Any, argv: list[str]) -> bool:
 
 
 @cli.command("meltquench")
-@click.option("--mlip", required=True, help="Registered MLIP name.")
-@click.option("--x", "x", type=float, required=True, help="Composition x of Na4P2S7-xOx.")
-@click.option("--quench-rate", type=float, required=True, help="Quench rate in K/ps.")
-@click.option("--seed", type=int, required=True)
+@RUN_KEY_OPTIONS
 @click.option("--formula-units", type=int, default=8, show_default=True)
 @click.option("--t-melt", type=float, default=1800.0, show_default=True, help="K")
 @click.option("--melt-ps", type=float, default=10.0, show_default=True)
