@@ -129,6 +129,8 @@ def test_ingest_thermo_copy_null_patterns_round_trip(engine: Any) -> None:
         row: dict[str, float | int | None] = {"step": 7 * i}
         for c in THERMO_COLUMNS[1:]:
             row[c] = None if rng.random() < 0.3 else float(rng.normal())
+        if row["time_ps"] is not None:  # time grows with step (ThermoWriter refuses otherwise)
+            row["time_ps"] = 0.007 * i
         rows.append(row)
     rows[3]["volume_a3"] = math.inf  # non-finite is stored as NULL, as by repos.insert_thermo
     with unit_of_work(engine) as s:

@@ -12,7 +12,9 @@ STRIDE = 10  # steps between thermo rows
 DUMP_EVERY = 50  # steps between dump frames
 
 
-def make_big_lammps(folder: Path, *, n_rows: int, n_frames: int, seed: int = 0) -> tuple[Path, Path]:
+def make_big_lammps(
+    folder: Path, *, n_rows: int, n_frames: int, seed: int = 0
+) -> tuple[Path, Path]:
     """A log whose second block has ``n_rows`` thermo rows and a dump with ``n_frames`` frames.
 
     The log keeps the real file's preamble and minimization block (LAMMPS 29 Sep 2021, units

@@ -62,7 +62,9 @@ def gb_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def gb_popen(url: str, *args: str, stderr: Any = subprocess.STDOUT, **kw: Any) -> subprocess.Popen[str]:
+def gb_popen(
+    url: str, *args: str, stderr: Any = subprocess.STDOUT, **kw: Any
+) -> subprocess.Popen[str]:
     """``python -m glassbench --db URL ARGS`` as a child process (stdout piped)."""
     return subprocess.Popen(
         [sys.executable, "-m", "glassbench", "--db", url, *args],
@@ -70,10 +72,12 @@ def gb_popen(url: str, *args: str, stderr: Any = subprocess.STDOUT, **kw: Any) -
     )  # fmt: skip
 
 
-def gb_run(url: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def gb_run(
+    url: str, *args: str, timeout: float = 300, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "glassbench", "--db", url, *args],
-        capture_output=True, text=True, env=gb_env(), timeout=timeout,
+        capture_output=True, text=True, env=gb_env(), timeout=timeout, cwd=cwd,
     )  # fmt: skip
 
 
@@ -114,7 +118,9 @@ def migrate(url: str) -> None:
         eng.dispose()
 
 
-def wait_for(cond: Callable[[], bool], proc: subprocess.Popen[str] | None, timeout: float, what: str) -> None:
+def wait_for(
+    cond: Callable[[], bool], proc: subprocess.Popen[str] | None, timeout: float, what: str
+) -> None:
     """Poll ``cond`` until true; fail if ``proc`` exits first or time runs out."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -155,7 +161,9 @@ class Reference:
         self.url = f"sqlite:///{folder / 'reference.db'}"
         migrate(self.url)
         register_tiny(self.url, model)
-        self.proc = gb_popen(self.url, "run", "meltquench", *RUN_ARGS, "--checkpoint-dir", str(folder / "ck"))
+        self.proc = gb_popen(
+            self.url, "run", "meltquench", *RUN_ARGS, "--checkpoint-dir", str(folder / "ck")
+        )
         self._rows: tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]] | None = None
 
     def data(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:

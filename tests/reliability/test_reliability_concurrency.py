@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import threading
 from pathlib import Path
+
 import pytest
 
 from tests.conftest import Cli
@@ -81,7 +82,9 @@ def test_eight_processes_overlapping_keys(pg_url: str, extxyz: Path) -> None:
     }
     for table, sql in dup_checks.items():
         assert fetch(pg_url, sql) == [], table
-    counts = dict(fetch(pg_url, "SELECT seed, COUNT(*) FROM thermo JOIN run ON run.id = run_id GROUP BY seed"))
+    counts = dict(
+        fetch(pg_url, "SELECT seed, COUNT(*) FROM thermo JOIN run ON run.id = run_id GROUP BY seed")
+    )
     assert counts == {1: 24, 2: 8}
     assert_db_check(pg_url)
     codes = [rc for rc, *_ in results]
@@ -116,7 +119,7 @@ def test_concurrent_registration_with_other_values_is_refused_not_overwritten(
                     with unit_of_work(engine) as s2:
                         started.set()
                         add_mlip(s2, second)  # waits for s1's commit on the unique name
-                except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
+                except BaseException as exc:
                     errors.append(exc)
 
             t = threading.Thread(target=other)

@@ -1,7 +1,7 @@
 """Crash consistency: ``kill -9`` at seeded random points of an ingest and of the melt-quench
 runner; afterwards ``glassbench db check`` passes and rerunning completes the work exactly once.
 
-- ingest (SQLite and PostgreSQL): a generated 30 000-row log + 120-frame dump. An uninterrupted
+- ingest (SQLite and PostgreSQL): a generated 60 000-row log + 200-frame dump. An uninterrupted
   ingest of the same files under another key gives the duration and the expected rows; three
   ingests of the real key are killed at seeded fractions of that duration. The ingest is one
   transaction, so after each kill the database holds exactly what it held before; the rerun
@@ -10,6 +10,8 @@ runner; afterwards ``glassbench db check`` passes and rerunning completes the wo
   random moment after MD started (no checkpoint yet), at a random moment after the first
   checkpointed flush -- then resumed; its thermo and frames equal the uninterrupted reference
   run's.
+- campaign (PostgreSQL): ``glassbench campaign run`` and its worker killed (process group) at a
+  seeded moment after MD began; the rerun finishes every run exactly once.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ def _kill9(proc: subprocess.Popen[str]) -> None:
 
 @pytest.fixture(scope="module")
 def big_lammps(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return make_big_lammps(tmp_path_factory.mktemp("big"), n_rows=30_000, n_frames=120)
+    return make_big_lammps(tmp_path_factory.mktemp("big"), n_rows=60_000, n_frames=200)
 
 
 def _key(seed: int) -> list[str]:
@@ -71,7 +73,9 @@ def _run_data(engine: Any, seed: int) -> tuple[list[Any], list[Any], list[Any]]:
         "FROM thermo WHERE run_id = :r ORDER BY step",
         r=rid,
     )
-    frames = fetch(engine, "SELECT step, stage, n_atoms FROM frame WHERE run_id = :r ORDER BY step", r=rid)
+    frames = fetch(
+        engine, "SELECT step, stage, n_atoms FROM frame WHERE run_id = :r ORDER BY step", r=rid
+    )
     spec = fetch(
         engine,
         "SELECT f.step, s.unit, s.count FROM speciation s JOIN frame f ON f.id = s.frame_id "
@@ -95,7 +99,7 @@ def test_kill9_ingest_then_rerun_stores_the_run_once(
     duration = time.monotonic() - t0
     assert ref.returncode == 0, ref.stdout + ref.stderr
     expected = _run_data(engine, 99)
-    assert len(expected[0]) > 30_000 and len(expected[1]) == 120
+    assert len(expected[0]) > 60_000 and len(expected[1]) == 200
 
     before = table_counts(engine)
     rng = random.Random(f"{SEED}-ingest-{engine.dialect.name}")
@@ -168,13 +172,20 @@ def test_kill9_runner_three_times_then_resume_equals_uninterrupted(
         assert proc.poll() is None, f"run ended before the kill ({name})"
         _kill9(proc)
         status = scalar(pg_url, "SELECT status FROM run")
-        log.append(f"{name} +{delay:.2f} s: {n_thermo()} thermo rows, checkpoint {any(ck.glob('*.npz'))}")
+        log.append(
+            f"{name} +{delay:.2f} s: {n_thermo()} thermo rows, checkpoint {any(ck.glob('*.npz'))}"
+        )
         assert status in (None, "running"), status
         assert_db_check(pg_url)
         # Whatever was stored is a prefix of the uninterrupted run, never a duplicate step.
         steps = [r[0] for r in fetch(pg_url, "SELECT step FROM thermo ORDER BY step")]
         assert steps == RUN_THERMO_STEPS[: len(steps)]
-        assert len(steps) in (0, 1, RUN_THERMO_STEPS.index(RUN_FIRST_FLUSH) + 1, len(RUN_THERMO_STEPS))
+        assert len(steps) in (
+            0,
+            1,
+            RUN_THERMO_STEPS.index(RUN_FIRST_FLUSH) + 1,
+            len(RUN_THERMO_STEPS),
+        )
 
     final = gb_popen(pg_url, *args)
     out, _ = final.communicate(timeout=900)
@@ -190,4 +201,48 @@ def test_kill9_runner_three_times_then_resume_equals_uninterrupted(
     FIGURES.add(
         f"runner kill -9 (postgresql): {N_KILLS} kills ({'; '.join(log)}); resumed run equals "
         f"the uninterrupted one ({len(got)} thermo rows); rows lost 0"
+    )
+
+
+@pytest.mark.slow
+def test_kill9_campaign_process_group_then_rerun(
+    pg_url: str, tiny_mace_file: Path, tmp_path: Path
+) -> None:
+    """A campaign (and its worker) killed at a seeded moment after work began; the rerun
+    finishes every run exactly once and the database passes ``db check``."""
+    from tests.campaigns.conftest import TINY_THERMO_ROWS, runs, write_spec
+    from tests.reliability.conftest import migrate
+
+    migrate(pg_url)
+    register_tiny(pg_url, tiny_mace_file)
+    spec = write_spec(tmp_path / "tiny.toml", mlips=["tiny"], x=[0.0, 1.0], seeds=[1])
+    delay = random.Random(f"{SEED}-campaign").uniform(0.0, 4.0)
+    from glassbench.service.db import make_engine
+
+    engine = make_engine(pg_url)
+    try:
+        proc = gb_popen(pg_url, "campaign", "run", str(spec), "--workers", "1",
+                        start_new_session=True, cwd=tmp_path)  # fmt: skip
+        wait_for(lambda: any(r["n_thermo"] > 0 for r in runs(engine).values()), proc, 600, "MD")
+        time.sleep(delay)
+        assert proc.poll() is None, "the campaign ended before the kill"
+        os.killpg(proc.pid, signal.SIGKILL)  # the campaign and its workers
+        proc.wait()
+        before = {i: (r["status"], r["n_thermo"]) for i, r in runs(engine).items()}
+        assert_db_check(pg_url)
+        res = gb_run(
+            pg_url, "campaign", "run", str(spec), "--workers", "1", timeout=900, cwd=tmp_path
+        )
+        assert res.returncode == 0, res.stdout + res.stderr
+        after = runs(engine)
+        assert len(after) == 2
+        for r in after.values():
+            assert r["status"] == "done", r
+            assert r["n_thermo"] == r["n_steps"] == TINY_THERMO_ROWS, r  # none missing or twice
+        assert_db_check(pg_url)
+    finally:
+        engine.dispose()
+    FIGURES.add(
+        f"campaign kill -9 (postgresql, process group): killed {delay:.2f} s after MD began "
+        f"(runs then {sorted(before.values())}); rerun finished 2/2 runs once; rows lost 0"
     )

@@ -122,11 +122,22 @@ def test_runner_survives_a_database_outage(
     log = tmp_path / "runner.log"
     with open(log, "w") as err:
         proc = gb_popen(
-            url, "run", "meltquench", *RUN_ARGS, "--checkpoint-dir", str(tmp_path / "ck"), stderr=err
+            url,
+            "run",
+            "meltquench",
+            *RUN_ARGS,
+            "--checkpoint-dir",
+            str(tmp_path / "ck"),
+            stderr=err,
         )
         try:
             # MD has started (initial frame and step-0 row stored): take the server down.
-            wait_for(lambda: (scalar(url, "SELECT COUNT(*) FROM thermo") or 0) >= 1, proc, 600, "MD start")
+            wait_for(
+                lambda: (scalar(url, "SELECT COUNT(*) FROM thermo") or 0) >= 1,
+                proc,
+                600,
+                "MD start",
+            )
             scratch_cluster.stop("immediate")
             down_at = time.monotonic()
             # The next flush finds no server and retries; keep it down a while longer.

@@ -187,31 +187,56 @@ def _wrap(
 # down to about this many bins without keeping one bin per direction, so a very elongated box
 # (e.g. 1e4 x 1e4 x 2 A) gets zero bins along one axis and vesin dies of SIGFPE (x % 0).
 _VESIN_MAX_CELLS = 1e5
+# A box far thinner than the cutoff along one direction (a sheared or corrupted cell) makes
+# vesin visit 2 ceil(cutoff / width) + 1 image cells along it for every bin: uninterruptible
+# C++ that runs for hours, or billions of pairs. The limits are far above physical cells (a
+# glass of N atoms: ~10 N pair candidates and ~6 N pairs).
+_MAX_WORK = 1e9  # pair candidates vesin would test (or 5000 per atom for huge systems)
+_MAX_PAIRS = 1e8
 
 
-def _check_vesin_grid(box: FloatArray, cutoff: float) -> None:
-    """Raise ValueError for a box whose bin grid vesin would reduce to zero bins."""
+def _check_vesin_box(box: FloatArray, cutoff: float, n_atoms: int) -> None:
+    """Raise ValueError for a periodic box that would crash vesin or make it run away."""
     box = np.asarray(box, dtype=float)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         volume = abs(float(np.linalg.det(box)))
         faces = [np.linalg.norm(np.cross(box[(m + 1) % 3], box[(m + 2) % 3])) for m in range(3)]
-    if not math.isfinite(volume) or volume == 0.0:
-        return  # fully open (vesin bins the atoms' bounding box), or refused by the caller
+    if volume == 0.0:
+        return  # fully open: vesin bins the atoms' bounding box
+    if not math.isfinite(volume):
+        raise ValueError("cell too large for the neighbour search (its volume overflows)")
     widths = [volume / float(f) if f > 0 else math.inf for f in faces]
+    described = " x ".join(f"{w:.4g}" for w in widths)
+    elongated = ValueError(
+        f"cell too elongated for the neighbour search (distances between faces {described} "
+        f"A at cutoff {cutoff:.3g} A)"
+    )
+    if not all(0.0 < w < math.inf for w in widths):
+        raise elongated
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         n = [max(1.0, float(np.trunc(w / cutoff))) for w in widths]
         total = n[0] * n[1] * n[2]
-        if total <= _VESIN_MAX_CELLS:
-            return
-        ratio_xy, ratio_yz = n[0] / n[1], n[1] / n[2]
-        nz = float(np.trunc(np.cbrt(_VESIN_MAX_CELLS / (ratio_xy * ratio_yz * ratio_yz))))
-        ny = float(np.trunc(ratio_yz * nz))
-        nx = float(np.trunc(ratio_xy * ny))
-    if not all(math.isfinite(v) and v >= 1 for v in (total, nx, ny, nz)):
+        if total > _VESIN_MAX_CELLS:  # vesin's rescaling of the grid (n >= 1, finite)
+            ratio_xy, ratio_yz = np.float64(n[0]) / n[1], np.float64(n[1]) / n[2]
+            nz = float(np.trunc(np.cbrt(_VESIN_MAX_CELLS / (ratio_xy * ratio_yz * ratio_yz))))
+            n = [
+                float(np.trunc(ratio_xy * np.trunc(ratio_yz * nz))),
+                float(np.trunc(ratio_yz * nz)),
+                nz,
+            ]
+    if not all(math.isfinite(v) and v >= 1 for v in (total, *n)):
+        raise elongated
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        images = math.prod(
+            2.0 * max(1.0, math.ceil(cutoff * k / w)) + 1.0 for k, w in zip(n, widths, strict=True)
+        )
+        bins = n[0] * n[1] * n[2]
+        work = images * max(bins, n_atoms * n_atoms / bins)
+        pairs = n_atoms * n_atoms * (4.0 / 3.0) * math.pi * cutoff**3 / (2.0 * volume)
+    if not work <= max(_MAX_WORK, 5e3 * n_atoms) or not pairs <= _MAX_PAIRS:
         raise ValueError(
-            "cell too elongated for the neighbour search (distances between faces "
-            + " x ".join(f"{w:.4g}" for w in widths)
-            + f" A at cutoff {cutoff:.3g} A)"
+            f"cell too thin for the neighbour search (distances between faces {described} A "
+            f"at cutoff {cutoff:.3g} A)"
         )
 
 
@@ -248,7 +273,7 @@ def half_pairs(
         positions, cell = _compact_open(positions, cell, pbc, cutoff)
     # Pad so that a pair exactly at the cutoff is found; the caller filters with <=.
     padded = cutoff * (1 + 1e-9) + 1e-9
-    _check_vesin_grid(cell, padded)
+    _check_vesin_box(cell, padded, n)
     nl = _neighbor_list(padded)
     i, j, s, d = nl.compute(positions, cell, pbc, quantities="ijSd", copy=copy)
     # vesin gives uint64 indices; numpy gathers with intp several times faster.

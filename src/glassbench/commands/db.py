@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 from sqlalchemy.exc import OperationalError
 
 from glassbench.cli import AppContext, pass_app
 from glassbench.commands._common import db_error
 from glassbench.errors import BadInput, Failure
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 
 @click.group("db")
@@ -38,9 +43,13 @@ def upgrade(app: AppContext, revision: str) -> None:
 
 @cli.command()
 @click.argument("revision")
+@click.option("--yes", is_flag=True, help="Confirm a downgrade of a database that holds data.")
 @pass_app
-def downgrade(app: AppContext, revision: str) -> None:
-    """Downgrade the schema to REVISION ('base' removes everything)."""
+def downgrade(app: AppContext, revision: str, yes: bool) -> None:
+    """Downgrade the schema to REVISION ('base' removes everything).
+
+    A database that holds results is only downgraded with --yes: a downgrade can drop tables.
+    """
     from alembic.util import CommandError
 
     from glassbench.service import describe
@@ -48,6 +57,14 @@ def downgrade(app: AppContext, revision: str) -> None:
     from glassbench.service.migrations import downgrade as do_downgrade
 
     engine = app.engine
+    if not yes:
+        rows = _result_rows(engine)
+        if rows:
+            raise BadInput(
+                f"the database holds {rows} rows of results; a downgrade may drop them "
+                "(back it up, then repeat with --yes)",
+                source="REVISION",
+            )
     try:
         do_downgrade(engine, revision)
         click.echo(f"{describe(engine)}: at revision {current_revision(engine) or 'base'}")
@@ -55,6 +72,19 @@ def downgrade(app: AppContext, revision: str) -> None:
         raise BadInput(str(exc), source="REVISION") from None
     except OperationalError as exc:
         raise db_error(exc, engine) from None
+
+
+def _result_rows(engine: Engine) -> int:
+    """Rows in the tables that hold results (0 when the schema does not exist yet)."""
+    import sqlalchemy as sa
+
+    names = set(sa.inspect(engine).get_table_names())
+    total = 0
+    with engine.connect() as c:
+        for table in ("mlip", "run", "thermo", "frame", "experiment", "crystal_volume"):
+            if table in names:
+                total += int(c.execute(sa.text(f"SELECT COUNT(*) FROM {table}")).scalar_one())
+    return total
 
 
 @cli.command()

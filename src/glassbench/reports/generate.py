@@ -447,6 +447,9 @@ def write_document(doc: Document, out_dir: Path, formats: Sequence[str]) -> list
         if not _SAFE_NAME.match(item.name):
             raise ValueError(f"unsafe output name {item.name!r}")
     out_dir.mkdir(parents=True, exist_ok=True)
+    for sub in (TABLE_DIR, FIGURE_DIR):  # never write through a link out of the folder
+        if (out_dir / sub).is_symlink():
+            raise NotADirectoryError(f"{out_dir / sub} is a symbolic link, not a folder")
     written: list[str] = []
     if "csv" in formats:
         tdir = out_dir / TABLE_DIR

@@ -306,13 +306,25 @@ def to_markdown(doc: Document, *, figure_dir: str = "figures") -> str:
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write via a temporary sibling and rename, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    if isinstance(data, str):
-        tmp.write_text(data, encoding="utf-8")
-    else:
-        tmp.write_bytes(data)
-    tmp.replace(path)
+    """Write via a temporary sibling and rename, so readers never see half a file.
+
+    The temporary file is created new (O_EXCL, random name), so a symbolic link planted in
+    the folder is never followed; the rename replaces a link at ``path`` instead of writing
+    through it.
+    """
+    import os
+    import tempfile
+
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(raw)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; reports are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def csv_text(df: pd.DataFrame) -> str:

@@ -84,9 +84,10 @@ def _postgres(engine: Engine, sql: str, max_rows: int | None) -> QueryResult:
     import psycopg
 
     name = f"glassbench_query_{uuid.uuid4().hex}"
-    raw = engine.raw_connection()
-    try:
-        dbapi = raw.dbapi_connection
+    # engine.connect() (not raw_connection()) so that a connection failure arrives as
+    # SQLAlchemy's OperationalError, which the command reports with the URL masked
+    with engine.connect() as conn:
+        dbapi = conn.connection.dbapi_connection
         assert dbapi is not None
         dbapi.rollback()
         prepared = False
@@ -115,5 +116,3 @@ def _postgres(engine: Engine, sql: str, max_rows: int | None) -> QueryResult:
                         cur.execute(f"DEALLOCATE {name}")
                         dbapi.rollback()
         return QueryResult(cols, [tuple(r) for r in rows])
-    finally:
-        raw.close()
