@@ -37,7 +37,7 @@ class DemoSize:
 # Sized for < 10 min on 2 cores: CHGNet takes ~0.17 s per force call on 52 atoms with one
 # thread. The elastic estimate uses unrelaxed (affine) strains, the Born upper bound, as a
 # relaxed estimate needs ~60 relaxation steps per strain on these fast-quenched cells.
-FULL = DemoSize(formula_units=4, melt_ps=0.15, quench_rate_k_ps=10000.0, anneal_ps=0.2,
+FULL = DemoSize(formula_units=4, melt_ps=0.1, quench_rate_k_ps=10000.0, anneal_ps=0.15,
                 relax_steps=30, elastic_max_steps=0, crystal_steps=100)  # fmt: skip
 TINY = DemoSize(formula_units=2, melt_ps=0.03, quench_rate_k_ps=30000.0, anneal_ps=0.04,
                 relax_steps=30, elastic_max_steps=0, crystal_steps=25)  # fmt: skip
