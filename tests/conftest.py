@@ -7,6 +7,7 @@ other's rows. Under ``CI=true`` an unreachable PostgreSQL is an error, not a ski
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -59,9 +60,9 @@ def _with_search_path(url: str, schema: str) -> str:
     return f"{url}{sep}options={quote(f'-csearch_path={schema}')}"
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A PostgreSQL URL whose search_path is a fresh, empty schema (dropped afterwards)."""
+@contextlib.contextmanager
+def fresh_pg_schema() -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a new, empty schema, dropped on exit."""
     require_postgres()
     import sqlalchemy as sa
 
@@ -77,6 +78,13 @@ def pg_url() -> Iterator[str]:
         with admin.begin() as c:
             c.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a fresh, empty schema (dropped afterwards)."""
+    with fresh_pg_schema() as url:
+        yield url
 
 
 @pytest.fixture
@@ -114,7 +122,9 @@ class Cli:
     def __call__(self, *args: str, input: str | None = None) -> Result:
         from glassbench.cli import cli
 
-        return self.runner.invoke(cli, ["--db", self.url, *args], input=input, catch_exceptions=False)
+        return self.runner.invoke(
+            cli, ["--db", self.url, *args], input=input, catch_exceptions=False
+        )
 
     def ok(self, *args: str) -> Result:
         res = self(*args)
@@ -136,6 +146,8 @@ def table_counts(engine: Any) -> dict[str, int]:
 
     with engine.connect() as c:
         return {
-            t.__tablename__: int(c.execute(sa.text(f"SELECT COUNT(*) FROM {t.__tablename__}")).scalar_one())  # type: ignore[attr-defined]
+            t.__tablename__: int(
+                c.execute(sa.text(f"SELECT COUNT(*) FROM {t.__tablename__}")).scalar_one()
+            )  # type: ignore[attr-defined]
             for t in TABLES
         }

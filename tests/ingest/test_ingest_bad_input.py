@@ -9,16 +9,14 @@ of every table before and after.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import sqlalchemy as sa
 
-from tests.conftest import _with_search_path, postgres_base_url, require_postgres, table_counts
+from tests.conftest import fresh_pg_schema, table_counts
 from tests.ingest.conftest import ase_images, key_args, lammps_file
 
 
@@ -29,19 +27,8 @@ def db_url(
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path_factory.mktemp('bad-input') / 'glassbench.db'}"
         return
-    require_postgres()
-    from glassbench.service.db import make_engine
-
-    schema = f"gbt_{uuid.uuid4().hex[:12]}"
-    admin = make_engine(postgres_base_url())
-    with admin.begin() as c:
-        c.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield _with_search_path(postgres_base_url(), schema)
-    finally:
-        with admin.begin() as c:
-            c.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
+    with fresh_pg_schema() as url:
+        yield url
 
 
 def _assert_refused(res: Any, before: dict[str, int], engine: Any, *expected: str) -> None:
