@@ -590,7 +590,8 @@ def content_hash_of(paths: Sequence[Any], options: Mapping[str, Any]) -> str:
     """sha256 over the input files and the options that change how they are read."""
     import hashlib
 
-    from glassbench.service.repos import canonical_json, sha256_file
+    from glassbench.hashing import sha256_file
+    from glassbench.service.repos import canonical_json
 
     h = hashlib.sha256()
     for p in paths:

@@ -1127,7 +1127,7 @@ def _release(
 
 def _crystals_todo(engine: Engine, mlip: Any, files: Sequence[Path]) -> list[str]:
     """Crystal files without a stored volume for this MLIP and this exact structure."""
-    from glassbench.service.repos import sha256_file
+    from glassbench.hashing import sha256_file
 
     with engine.connect() as c:
         have = {

@@ -505,12 +505,3 @@ def set_crystal_volume(session: Session, values: Mapping[str, Any]) -> int:
         key=("mlip_id", "crystal"),
         update=[k for k in values if k not in ("mlip_id", "crystal")],
     )
-
-
-def sha256_file(path: Any, *, chunk: int = 1 << 20) -> str:
-    """sha256 of a file, streamed (model files can be hundreds of MB)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
