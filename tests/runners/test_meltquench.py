@@ -142,6 +142,11 @@ def test_bad_arguments(
     assert message in res.output
 
 
+def _checkpoints(directory: Path) -> list[Path]:
+    """Completed checkpoint files (the atomic writer's temporary file does not count)."""
+    return [p for p in directory.glob("run-*.npz") if not p.name.endswith(".tmp.npz")]
+
+
 def _run_cli(db_url: str, ck: Path, *, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "glassbench", "--db", db_url, "run", "meltquench", "--mlip", "tiny",
@@ -169,12 +174,14 @@ def test_kill9_then_resume_equals_uninterrupted_run(
 
     engine = make_engine(db_url)
     proc = _run_cli(db_url, tmp_path / "ck")
-    # Kill -9 once some thermo rows have been flushed, mid-run.
+    # Kill -9 mid-run, once the first flush (steps 0..200, 41 thermo rows) is in *and* its
+    # checkpoint is on disk: the checkpoint follows the commit, so a kill between the two is a
+    # clean restart (correct, but not the resume this test is about).
     deadline = time.time() + 300
     while time.time() < deadline:
         with engine.connect() as c:
             n = c.execute(sa.text("SELECT COUNT(*) FROM thermo")).scalar_one()
-        if n >= 41:  # the first flush (steps 0..200) is in; 350 steps remain
+        if n >= 41 and _checkpoints(tmp_path / "ck"):
             break
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)

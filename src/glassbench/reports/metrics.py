@@ -303,5 +303,7 @@ def coverage_table(mlips: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     rates = done.groupby(Key.mlip)[Key.quench_rate].apply(
         lambda s: ", ".join(f"{v:g}" for v in sorted(s.unique()))
     )
-    out["quench_rates_k_ps"] = out[Key.mlip].map(rates).fillna("")
+    # A lookup, not map+fillna: with no done runs the mapped column is float NaN, and filling
+    # it with a string is deprecated in pandas.
+    out["quench_rates_k_ps"] = [rates.get(m, "") for m in out[Key.mlip]]
     return out
