@@ -8,14 +8,19 @@ volume against its experimental lattice, and the HTML report.
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from glassbench.cli import AppContext, pass_app
+
+if TYPE_CHECKING:
+    from glassbench.runners.campaign import CampaignReport
 
 DEMO_MLIPS = (
     ("chgnet-pbe", "0.3.0", "MPtrj (PBE/PBE+U)", "PBE"),
@@ -35,8 +40,10 @@ class DemoSize:
 
 
 # Sized for < 10 min on 2 cores: CHGNet takes ~0.17 s per force call on 52 atoms with one
-# thread. The elastic estimate uses unrelaxed (affine) strains, the Born upper bound, as a
-# relaxed estimate needs ~60 relaxation steps per strain on these fast-quenched cells.
+# thread, and the four runs share the cores as a real campaign (one single-threaded worker per
+# core: run one after the other they took 12 min). The elastic estimate uses unrelaxed (affine)
+# strains, the Born upper bound, as a relaxed estimate needs ~60 relaxation steps per strain on
+# these fast-quenched cells.
 FULL = DemoSize(formula_units=4, melt_ps=0.1, quench_rate_k_ps=10000.0, anneal_ps=0.15,
                 relax_steps=30, elastic_max_steps=0, crystal_steps=100)  # fmt: skip
 TINY = DemoSize(formula_units=2, melt_ps=0.03, quench_rate_k_ps=30000.0, anneal_ps=0.04,
@@ -68,19 +75,17 @@ def cli(app: AppContext, out_dir: Path, tiny: bool) -> None:
     # CHGNet step of a 26-atom cell: 4.4 s with 2 threads on a busy 2-core machine, 0.13 s with 1).
     from glassbench.commands.run import limit_threads
 
-    limit_threads(app.settings.threads or 1)
+    threads = app.settings.threads or 1
+    limit_threads(threads)
     out_dir.mkdir(parents=True, exist_ok=True)
     engine = app.engine
     upgrade(engine)
     click.echo(f"database: {describe(engine)}")
-    try:
-        calcs = _register_and_load(engine)
-    except ImportError as exc:
-        raise Failure(
-            f"the demo needs CHGNet ({exc}); install it with: pip install 'glassbench[chgnet]'"
-        ) from None
-    _campaign(engine, calcs, size, out_dir)
-    _crystals(engine, calcs, size, out_dir)
+    if importlib.util.find_spec("chgnet") is None:
+        raise Failure("the demo needs CHGNet; install it with: pip install 'glassbench[chgnet]'")
+    _register(engine)
+    campaign = _campaign(app, size, out_dir, threads)
+    _crystals(engine, size, out_dir)
     report_path = _report(app, out_dir)
     elapsed = time.perf_counter() - t0
     click.echo("")
@@ -94,13 +99,14 @@ def cli(app: AppContext, out_dir: Path, tiny: bool) -> None:
     click.echo("try next:")
     for q in EXAMPLE_QUERIES:
         click.echo(f'  glassbench sql "{q}"')
+    if not campaign.ok:
+        raise Failure(f"{campaign.summary()}; see `glassbench campaign status` or the report")
 
 
-def _register_and_load(engine: Any) -> dict[str, Any]:
-    from glassbench.runners.calculators import make_calculator, package_versions
+def _register(engine: Any) -> None:
+    from glassbench.runners.calculators import package_versions
     from glassbench.service import repos, unit_of_work
 
-    calcs: dict[str, Any] = {}
     with unit_of_work(engine) as s:
         for name, model, data, functional in DEMO_MLIPS:
             repos.add_mlip(
@@ -110,45 +116,64 @@ def _register_and_load(engine: Any) -> dict[str, Any]:
                  "package_versions_json": repos.canonical_json(package_versions("chgnet"))},
                 replace=True,
             )  # fmt: skip
-    for name, model, _, _ in DEMO_MLIPS:
-        click.echo(f"loading {name} (CHGNet {model}, weights shipped in the wheel)")
-        calcs[name] = make_calculator("chgnet", model)
-    return calcs
 
 
-def _campaign(engine: Any, calcs: dict[str, Any], size: DemoSize, out_dir: Path) -> None:
-    from glassbench.runners.meltquench import MeltQuenchParams, run_meltquench
+def _campaign(app: AppContext, size: DemoSize, out_dir: Path, threads: int) -> CampaignReport:
+    """The matrix through the campaign machinery: a local process pool, one run per core."""
+    from glassbench.runners.campaign import CampaignSpec, Resources, run_campaign
 
-    matrix = [(name, x) for name in calcs for x in (0.0, 3.5)]
-    click.echo(f"melt-quench campaign: {len(matrix)} runs ({', '.join(calcs)} x x=0, 3.5; 1 seed)")
-    for i, (name, x) in enumerate(matrix, start=1):
-        params = MeltQuenchParams(
-            mlip=name, x=x, quench_rate_k_ps=size.quench_rate_k_ps, seed=1,
-            formula_units=size.formula_units, melt_ps=size.melt_ps, anneal_ps=size.anneal_ps,
-            relax_steps=size.relax_steps, thermo_every=10, frame_every=20, flush_every=100,
+    spec = CampaignSpec(
+        path=out_dir / "demo-campaign.toml", name="demo",
+        mlips=tuple(name for name, *_ in DEMO_MLIPS), x=(0.0, 3.5),
+        quench_rates_k_ps=(size.quench_rate_k_ps,), seeds=(1,), elastic=True,
+        protocol={
+            "formula_units": size.formula_units, "melt_ps": size.melt_ps,
+            "anneal_ps": size.anneal_ps, "relax_steps": size.relax_steps, "thermo_every": 10,
+            "frame_every": 20, "flush_every": 100,
             # max_steps 0: unrelaxed (affine) strains, the Born upper bound, for the tiny form.
-            elastic=True, elastic_max_steps=max(size.elastic_max_steps, 1),
-            elastic_relax_positions=size.elastic_max_steps > 0, elastic_fmax=0.05,
-        )  # fmt: skip
-        click.echo(
-            f"[{i}/{len(matrix)}] {name} x={x:g}: {params.total_steps} MD steps + elastic estimate"
-        )
-        out = run_meltquench(
-            engine, params, checkpoint_dir=out_dir / "checkpoints", calculator=calcs[name]
-        )
-        props = ", ".join(f"{k} {v:.3g}" for k, v in out.properties.items())
-        click.echo(f"      {out.status} in {out.wall_s:.0f} s: {props or out.message}")
+            "elastic_max_steps": max(size.elastic_max_steps, 1),
+            "elastic_relax_positions": size.elastic_max_steps > 0, "elastic_fmax": 0.05,
+        },
+        resources=Resources(threads_per_run=threads, checkpoint_dir=out_dir / "checkpoints"),
+    )  # fmt: skip
+    workers = max(1, min(spec.size, (os.cpu_count() or 1) // threads))
+    steps = spec.params()[0].total_steps
+    click.echo(
+        f"melt-quench campaign: {spec.size} runs ({', '.join(spec.mlips)} x x=0, 3.5; 1 seed), "
+        f"{steps} MD steps + elastic estimate each, {workers} at a time"
+    )
+    report = run_campaign(spec, app.engine, app.settings.database_url, workers=workers)
+    click.echo(report.summary())
+    for f in report.failures:
+        click.echo(f"  {f['mlip']} x={f['x']:g}: {f['status']} after {f['attempts']} attempts: {f['error']}")
+    _print_runs(app.engine)
+    return report
 
 
-def _crystals(engine: Any, calcs: dict[str, Any], size: DemoSize, out_dir: Path) -> None:
+def _print_runs(engine: Any) -> None:
+    import sqlalchemy as sa
+
+    cols = ("density_g_cm3", "bulk_modulus_gpa", "shear_modulus_gpa", "young_modulus_gpa")
+    with engine.connect() as c:
+        rows = c.execute(sa.text(
+            f"SELECT mlip, x, status, {', '.join(cols)} FROM run_summary ORDER BY mlip, x"
+        )).all()  # fmt: skip
+    for r in rows:
+        vals = ", ".join(f"{k} {v:.3g}" for k, v in zip(cols, r[3:], strict=True) if v is not None)
+        click.echo(f"  {r[0]} x={r[1]:g}: {r[2]}{': ' + vals if vals else ''}")
+
+
+def _crystals(engine: Any, size: DemoSize, out_dir: Path) -> None:
     import ase.io
 
+    from glassbench.runners.calculators import make_calculator
     from glassbench.runners.crystal_run import run_crystals
     from glassbench.runners.structure import build_c_na3ps4
 
     cif = out_dir / "c-Na3PS4.cif"
     ase.io.write(cif, build_c_na3ps4())
-    for name, calc in calcs.items():
+    for name, model, *_ in DEMO_MLIPS:
+        calc = make_calculator("chgnet", model)
         for o in run_crystals(engine, name, [cif], calculator=calc, steps=size.crystal_steps):
             click.echo(
                 f"crystal {o.crystal} with {name}: {o.volume_per_fu_a3:.1f} A^3/f.u. vs experiment "

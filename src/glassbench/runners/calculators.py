@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import metadata
@@ -305,6 +306,11 @@ def _make_chgnet(name: str, *, device: str) -> Calculator:
         from chgnet.model.dynamics import CHGNetCalculator
     except ImportError as err:
         raise _missing("chgnet", err) from err
+    # Harmless and printed on every run: CHGNet hands each structure to pymatgen, which warns
+    # that it drops the FixCom constraint (ASE's integrator still applies it), and its stress
+    # path converts a tensor that requires grad.
+    warnings.filterwarnings("ignore", "Only FixAtoms and FixCartesian", UserWarning)
+    warnings.filterwarnings("ignore", "Converting a tensor with requires_grad", UserWarning)
     model = CHGNet.load(model_name=name, use_device=device, verbose=False)
     calc: Calculator = CHGNetCalculator(model=model, use_device=device)
     return calc
