@@ -103,8 +103,14 @@ def make_thermo_rows(n: int) -> list[dict[str, Any]]:
     rng = np.random.default_rng(42)
     values = rng.normal(size=(n, len(THERMO_COLUMNS) - 1))
     names = THERMO_COLUMNS[1:]
+    # time_ps follows the step (1 fs timestep): the writer refuses time running backwards.
     return [
-        {"step": 10 * i, **dict(zip(names, map(float, values[i]), strict=True))} for i in range(n)
+        {
+            "step": 10 * i,
+            **dict(zip(names, map(float, values[i]), strict=True)),
+            "time_ps": 0.01 * i,
+        }
+        for i in range(n)
     ]
 
 

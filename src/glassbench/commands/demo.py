@@ -9,7 +9,6 @@ volume against its experimental lattice, and the HTML report.
 from __future__ import annotations
 
 import importlib.util
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,7 +119,7 @@ def _register(engine: Any) -> None:
 
 def _campaign(app: AppContext, size: DemoSize, out_dir: Path, threads: int) -> CampaignReport:
     """The matrix through the campaign machinery: a local process pool, one run per core."""
-    from glassbench.runners.campaign import CampaignSpec, Resources, run_campaign
+    from glassbench.runners.campaign import CampaignSpec, Resources, run_campaign, usable_cpus
 
     spec = CampaignSpec(
         path=out_dir / "demo-campaign.toml", name="demo",
@@ -136,7 +135,7 @@ def _campaign(app: AppContext, size: DemoSize, out_dir: Path, threads: int) -> C
         },
         resources=Resources(threads_per_run=threads, checkpoint_dir=out_dir / "checkpoints"),
     )  # fmt: skip
-    workers = max(1, min(spec.size, (os.cpu_count() or 1) // threads))
+    workers = max(1, min(spec.size, usable_cpus() // threads))
     steps = spec.params()[0].total_steps
     click.echo(
         f"melt-quench campaign: {spec.size} runs ({', '.join(spec.mlips)} x x=0, 3.5; 1 seed), "
@@ -145,7 +144,9 @@ def _campaign(app: AppContext, size: DemoSize, out_dir: Path, threads: int) -> C
     report = run_campaign(spec, app.engine, app.settings.database_url, workers=workers)
     click.echo(report.summary())
     for f in report.failures:
-        click.echo(f"  {f['mlip']} x={f['x']:g}: {f['status']} after {f['attempts']} attempts: {f['error']}")
+        click.echo(
+            f"  {f['mlip']} x={f['x']:g}: {f['status']} after {f['attempts']} attempts: {f['error']}"
+        )
     _print_runs(app.engine)
     return report
 

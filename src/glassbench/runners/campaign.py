@@ -852,6 +852,13 @@ class CampaignReport:
         )
 
 
+def usable_cpus() -> int:
+    """The cores this process may run on (a cgroup or taskset can allow fewer than exist)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def absolute_db_url(url: str) -> str:
     """Workers may run elsewhere (another cwd): a relative SQLite path must not move."""
     from glassbench.settings import normalize_database_url
@@ -893,7 +900,7 @@ def run_campaign(
     ckdir = (checkpoint_dir or spec.checkpoint_dir()).absolute()
     threads = spec.resources.threads_per_run
     if workers is None:
-        workers = max(1, (os.cpu_count() or 1) // threads)
+        workers = max(1, usable_cpus() // threads)
 
     states: dict[int, RunState] = {}
     for p in spec.params():
