@@ -40,7 +40,7 @@ class DemoSize:
 
 # Sized for < 10 min on 2 cores: CHGNet takes ~0.17 s per force call on 52 atoms with one
 # thread, and the four runs share the cores as a real campaign (one single-threaded worker per
-# core: run one after the other they took 12 min). The elastic estimate uses unrelaxed (affine)
+# core: run one after the other they took 11.2 min). The elastic estimate uses unrelaxed (affine)
 # strains, the Born upper bound, as a relaxed estimate needs ~60 relaxation steps per strain on
 # these fast-quenched cells.
 FULL = DemoSize(formula_units=4, melt_ps=0.1, quench_rate_k_ps=10000.0, anneal_ps=0.15,
