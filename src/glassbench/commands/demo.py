@@ -119,7 +119,7 @@ def _register(engine: Any) -> None:
 
 def _campaign(app: AppContext, size: DemoSize, out_dir: Path, threads: int) -> CampaignReport:
     """The matrix through the campaign machinery: a local process pool, one run per core."""
-    from glassbench.runners.campaign import CampaignSpec, Resources, run_campaign, usable_cpus
+    from glassbench.runners.campaign import CampaignSpec, Resources, default_workers, run_campaign
 
     spec = CampaignSpec(
         path=out_dir / "demo-campaign.toml", name="demo",
@@ -135,7 +135,7 @@ def _campaign(app: AppContext, size: DemoSize, out_dir: Path, threads: int) -> C
         },
         resources=Resources(threads_per_run=threads, checkpoint_dir=out_dir / "checkpoints"),
     )  # fmt: skip
-    workers = max(1, min(spec.size, usable_cpus() // threads))
+    workers = min(spec.size, default_workers(threads))
     steps = spec.params()[0].total_steps
     click.echo(
         f"melt-quench campaign: {spec.size} runs ({', '.join(spec.mlips)} x x=0, 3.5; 1 seed), "

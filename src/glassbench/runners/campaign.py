@@ -852,11 +852,11 @@ class CampaignReport:
         )
 
 
-def usable_cpus() -> int:
-    """The cores this process may run on (a cgroup or taskset can allow fewer than exist)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
+def default_workers(threads_per_run: int) -> int:
+    """One worker per ``threads_per_run`` of the cores this process may run on (a cgroup or
+    taskset can allow fewer than the host has)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cpus or 1) // threads_per_run)
 
 
 def absolute_db_url(url: str) -> str:
@@ -900,7 +900,7 @@ def run_campaign(
     ckdir = (checkpoint_dir or spec.checkpoint_dir()).absolute()
     threads = spec.resources.threads_per_run
     if workers is None:
-        workers = max(1, usable_cpus() // threads)
+        workers = default_workers(threads)
 
     states: dict[int, RunState] = {}
     for p in spec.params():
