@@ -42,3 +42,14 @@ def test_demo_tiny(tmp_path: Path) -> None:
     # Only the crystal volume has a reference: no glass experiment is shipped or invented.
     assert {m["property"] for m in mae} == {"volume_per_formula_unit_a3"}
     assert "integrity checks passed" in gb.ok("db", "check").output
+
+
+def test_demo_out_that_is_a_file_is_bad_input(tmp_path: Path) -> None:
+    db = tmp_path / "glassbench.db"
+    out = tmp_path / "not-a-folder"
+    out.write_text("x")
+    res = Cli(f"sqlite:///{db}")("demo", "--out", str(out))
+    assert res.exit_code == 2, res.output
+    assert "--out" in res.output and str(out) in res.output
+    assert len(res.output.strip().splitlines()) == 1
+    assert not db.exists()  # nothing written

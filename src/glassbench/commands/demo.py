@@ -64,7 +64,7 @@ EXAMPLE_QUERIES = (
 @pass_app
 def cli(app: AppContext, out_dir: Path, tiny: bool) -> None:
     """Run the whole system on embedded defaults (SQLite, CHGNet shipped in its wheel)."""
-    from glassbench.errors import Failure
+    from glassbench.errors import BadInput, Failure
     from glassbench.service import describe
     from glassbench.service.migrations import upgrade
 
@@ -76,6 +76,8 @@ def cli(app: AppContext, out_dir: Path, tiny: bool) -> None:
 
     threads = app.settings.threads or 1
     limit_threads(threads)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BadInput(f"{out_dir} exists and is not a folder", source="--out")
     out_dir.mkdir(parents=True, exist_ok=True)
     engine = app.engine
     upgrade(engine)
