@@ -73,8 +73,7 @@ def fresh_database(url: str) -> str:
         admin.dispose()
         sep = "&" if "?" in url else "?"
         # application_name lets pg_stat_activity tell the benchmark's sessions apart.
-        target = (f"{url}{sep}options={quote(f'-csearch_path={SCHEMA}')}"
-                  f"&application_name={SCHEMA}")  # fmt: skip
+        target = f"{url}{sep}options={quote(f'-csearch_path={SCHEMA}')}&application_name={SCHEMA}"
     eng = make_engine(target)
     upgrade(eng)
     from glassbench.service import repos, unit_of_work
@@ -94,7 +93,9 @@ class WorkerResult:
     cpu_s: float
 
 
-def _worker(url: str, index: int, runs: int, flushes: int, mode: str, barrier: Any, out: Any) -> None:
+def _worker(
+    url: str, index: int, runs: int, flushes: int, mode: str, barrier: Any, out: Any
+) -> None:
     from glassbench.analysis import analyze_frame
     from glassbench.runners.meltquench import claim_run, worker_id
     from glassbench.runners.structure import random_glass
@@ -119,34 +120,58 @@ def _worker(url: str, index: int, runs: int, flushes: int, mode: str, barrier: A
             assert mid is not None
             cid = repos.composition_id(s, 1.0)
             pid = repos.protocol_id(s, {"benchmark": "campaign_writes"})
-            rid = repos.run_key_id(s, mlip_id=mid, composition_id=cid, quench_rate_k_ps=5.0,
-                                   seed=index * 1000 + r, protocol_id=pid)  # fmt: skip
+            rid = repos.run_key_id(
+                s,
+                mlip_id=mid,
+                composition_id=cid,
+                quench_rate_k_ps=5.0,
+                seed=index * 1000 + r,
+                protocol_id=pid,
+            )
         assert claim_run(engine, rid, worker=worker_id())
         for f in range(flushes):
             t = time.perf_counter()
             base = f * FLUSH_STEPS
             temps = 1800.0 - rng.random(THERMO_PER_FLUSH) * 1500.0
             rows = [
-                {"step": base + 10 * (i + 1), "time_ps": (base + 10 * (i + 1)) * 1e-3,
-                 "temperature_k": float(temps[i]), "pressure_gpa": 0.1,
-                 "potential_energy_ev": -500.0, "kinetic_energy_ev": 15.0,
-                 "total_energy_ev": -485.0, "volume_a3": 2000.0, "density_g_cm3": 2.2}
+                {
+                    "step": base + 10 * (i + 1),
+                    "time_ps": (base + 10 * (i + 1)) * 1e-3,
+                    "temperature_k": float(temps[i]),
+                    "pressure_gpa": 0.1,
+                    "potential_energy_ev": -500.0,
+                    "kinetic_energy_ev": 15.0,
+                    "total_energy_ev": -485.0,
+                    "volume_a3": 2000.0,
+                    "density_g_cm3": 2.2,
+                }
                 for i in range(THERMO_PER_FLUSH)
-            ]  # fmt: skip
+            ]
             with unit_of_work(engine) as s:
                 repos.insert_thermo(s, rid, rows, copy=(mode == "copy"))
                 repos.add_frame(
-                    s, rid, stage="quench", step=base + FLUSH_STEPS, numbers=atoms.numbers,
+                    s,
+                    rid,
+                    stage="quench",
+                    step=base + FLUSH_STEPS,
+                    numbers=atoms.numbers,
                     positions=atoms.positions + rng.normal(0, 0.05, atoms.positions.shape),
-                    cell=cell, pbc=atoms.pbc, time_ps=(base + FLUSH_STEPS) * 1e-3,
-                    temperature_k=1000.0, analysis=analysis,
-                )  # fmt: skip
-                s.execute(sa.text("UPDATE run SET heartbeat_at = :t WHERE id = :i"),
-                          {"t": utcnow(), "i": rid})  # fmt: skip
+                    cell=cell,
+                    pbc=atoms.pbc,
+                    time_ps=(base + FLUSH_STEPS) * 1e-3,
+                    temperature_k=1000.0,
+                    analysis=analysis,
+                )
+                s.execute(
+                    sa.text("UPDATE run SET heartbeat_at = :t WHERE id = :i"),
+                    {"t": utcnow(), "i": rid},
+                )
             lat.append(time.perf_counter() - t)
         with unit_of_work(engine) as s:
-            s.execute(sa.text("UPDATE run SET status = 'done', finished_at = :t WHERE id = :i"),
-                      {"t": utcnow(), "i": rid})  # fmt: skip
+            s.execute(
+                sa.text("UPDATE run SET status = 'done', finished_at = :t WHERE id = :i"),
+                {"t": utcnow(), "i": rid},
+            )
     end = time.perf_counter()
     cpu = time.process_time() - c0
     engine.dispose()
@@ -162,10 +187,13 @@ def stored_bytes(url: str) -> int:
         return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
     eng = make_engine(url)
     with eng.connect() as c:
-        n = c.execute(sa.text(
-            "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
-            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = :s AND c.relkind = 'r'"
-        ), {"s": SCHEMA}).scalar_one()  # fmt: skip
+        n = c.execute(
+            sa.text(
+                "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = :s AND c.relkind = 'r'"
+            ),
+            {"s": SCHEMA},
+        ).scalar_one()
     eng.dispose()
     return int(n)
 
@@ -175,8 +203,10 @@ def measure(url: str, n: int, runs: int, flushes: int, mode: str) -> dict[str, f
     ctx = mp.get_context("spawn")
     barrier = ctx.Barrier(n)
     out = ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(target, i, runs, flushes, mode, barrier, out))
-             for i in range(n)]  # fmt: skip
+    procs = [
+        ctx.Process(target=_worker, args=(target, i, runs, flushes, mode, barrier, out))
+        for i in range(n)
+    ]
     for p in procs:
         p.start()
     results = [out.get(timeout=1800) for _ in procs]
@@ -211,22 +241,31 @@ def main(argv: list[str] | None = None) -> int:
 
     ns = [int(v) for v in args.workers.split(",")]
     modes = args.mode.split(",")
-    print(f"# campaign writes on {mask_url(args.url)}; {os.cpu_count()} CPUs; "
-          f"{args.runs} runs x {args.flushes} flushes per worker; median of {args.repeat}")  # fmt: skip
-    print(f"# one flush = {THERMO_PER_FLUSH} thermo rows + 1 analysed 120-atom frame + heartbeat, "
-          "one transaction")  # fmt: skip
-    print("mode         N  flushes/s  thermo rows/s  ratio vs N=1  per worker  p50 ms  p95 ms"
-          "  client CPU ms/flush  stored kB/flush")  # fmt: skip
+    print(
+        f"# campaign writes on {mask_url(args.url)}; {os.cpu_count()} CPUs; "
+        f"{args.runs} runs x {args.flushes} flushes per worker; median of {args.repeat}"
+    )
+    print(
+        f"# one flush = {THERMO_PER_FLUSH} thermo rows + 1 analysed 120-atom frame + heartbeat, "
+        "one transaction"
+    )
+    print(
+        "mode         N  flushes/s  thermo rows/s  ratio vs N=1  per worker  p50 ms  p95 ms"
+        "  client CPU ms/flush  stored kB/flush"
+    )
     for mode in modes:
         base = None
         for n in ns:
             reps = [measure(args.url, n, args.runs, args.flushes, mode) for _ in range(args.repeat)]
             med = {k: statistics.median(r[k] for r in reps) for k in reps[0]}
             base = base or med["flushes_s"]
-            print(f"{mode:<11} {n:>2}  {med['flushes_s']:>9.1f}  {med['thermo_rows_s']:>13.0f}  "
-                  f"{med['flushes_s'] / base:>12.2f}  {med['flushes_s'] / n:>10.1f}  "
-                  f"{med['latency_ms_p50']:>6.1f}  {med['latency_ms_p95']:>6.1f}  "
-                  f"{med['client_cpu_ms']:>19.1f}  {med['stored_kb']:>15.1f}", flush=True)  # fmt: skip
+            print(
+                f"{mode:<11} {n:>2}  {med['flushes_s']:>9.1f}  {med['thermo_rows_s']:>13.0f}  "
+                f"{med['flushes_s'] / base:>12.2f}  {med['flushes_s'] / n:>10.1f}  "
+                f"{med['latency_ms_p50']:>6.1f}  {med['latency_ms_p95']:>6.1f}  "
+                f"{med['client_cpu_ms']:>19.1f}  {med['stored_kb']:>15.1f}",
+                flush=True,
+            )
     return 0
 
 

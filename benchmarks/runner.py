@@ -56,9 +56,14 @@ def bare_md(params, calc) -> float:  # type: ignore[no-untyped-def]
         lang.set_temperature(temperature_K=params.target_temperature(params.melt_steps + step))
         lang.run(n)
     npt = NPTBerendsen(
-        atoms, dt, temperature_K=params.t_final_k, pressure_au=0.0, taut=params.taut_fs * units.fs,
-        taup=params.taup_fs * units.fs, compressibility_au=params.compressibility_per_gpa / units.GPa,
-    )  # fmt: skip
+        atoms,
+        dt,
+        temperature_K=params.t_final_k,
+        pressure_au=0.0,
+        taut=params.taut_fs * units.fs,
+        taup=params.taup_fs * units.fs,
+        compressibility_au=params.compressibility_per_gpa / units.GPa,
+    )
     npt.run(params.anneal_steps)
     return time.perf_counter() - t0
 
@@ -94,10 +99,18 @@ def main() -> None:
     full: list[float] = []
     for i in range(args.repeats):
         params = MeltQuenchParams(
-            mlip="bench-tiny-mace", x=1.0, quench_rate_k_ps=15000.0, seed=100 + i,
-            formula_units=args.formula_units, melt_ps=0.1, anneal_ps=0.1, relax_steps=20,
-            thermo_every=10, frame_every=100, flush_every=100,
-        )  # fmt: skip
+            mlip="bench-tiny-mace",
+            x=1.0,
+            quench_rate_k_ps=15000.0,
+            seed=100 + i,
+            formula_units=args.formula_units,
+            melt_ps=0.1,
+            anneal_ps=0.1,
+            relax_steps=20,
+            thermo_every=10,
+            frame_every=100,
+            flush_every=100,
+        )
         bare.append(bare_md(params, calc))
         t0 = time.perf_counter()
         run_meltquench(engine, params, checkpoint_dir=tmp / "ck", calculator=calc, progress=False)
@@ -114,8 +127,12 @@ def main() -> None:
         f"atoms: {n_atoms}, MD steps per run: {params.total_steps} (+{params.relax_steps} relaxation)"
     )
     ratios = [f / b for f, b in zip(full, bare, strict=True)]
-    print(f"bare ASE MD median: {mb:.2f} s   runner median: {mf:.2f} s   ratio of medians: {mf / mb:.3f}")
-    print(f"paired ratios (runner / bare, same seed): {', '.join(f'{r:.3f}' for r in ratios)}; median {statistics.median(ratios):.3f}")
+    print(
+        f"bare ASE MD median: {mb:.2f} s   runner median: {mf:.2f} s   ratio of medians: {mf / mb:.3f}"
+    )
+    print(
+        f"paired ratios (runner / bare, same seed): {', '.join(f'{r:.3f}' for r in ratios)}; median {statistics.median(ratios):.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -7,8 +7,13 @@ from glassbench.analysis import DEFAULT_CUTOFFS, canonical_pair, parse_cutoffs
 
 def test_defaults_and_order():
     assert dict(DEFAULT_CUTOFFS) == {
-        "P-S": 2.6, "P-O": 2.0, "P-P": 2.5, "S-S": 2.5, "Na-S": 3.6, "Na-O": 3.1,
-    }  # fmt: skip
+        "P-S": 2.6,
+        "P-O": 2.0,
+        "P-P": 2.5,
+        "S-S": 2.5,
+        "Na-S": 3.6,
+        "Na-O": 3.1,
+    }
     assert parse_cutoffs([]) == dict(DEFAULT_CUTOFFS)
     with pytest.raises(TypeError):
         DEFAULT_CUTOFFS["P-S"] = 1.0  # type: ignore[index]

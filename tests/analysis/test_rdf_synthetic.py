@@ -74,8 +74,11 @@ def test_random_glass_composition_and_distances():
     z = f.numbers
     assert len(z) == 130
     assert {int(k): int(v) for k, v in zip(*np.unique(z, return_counts=True), strict=True)} == {
-        8: 35, 11: 40, 15: 20, 16: 35,
-    }  # fmt: skip
+        8: 35,
+        11: 40,
+        15: 20,
+        16: 35,
+    }
     res = analyze_frame(z, f.positions, f.cell, True)
     # Intact P2X7 dimers: every P is P1, one bridging anion per dimer, nothing else bonded.
     assert res.p.P1 == 20

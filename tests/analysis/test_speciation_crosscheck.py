@@ -90,10 +90,29 @@ def brute_classify(numbers, pos, cell, cutoffs):
         nbrs[i].append((j, n))
     n_p = {a: sum(el[j] == "P" for j, _ in nbrs[a]) for a in range(len(el)) if el[a] in ("S", "O")}
     out = dict.fromkeys(
-        ["P0", "P1", "P2", "P3", "P4", "P1P", "P3c", "P_other", "P2ES", "PPchain",
-         "BS", "NBS", "BO", "NBO", "free_S", "free_O", "over_S", "over_O", "S_in_chains"],
+        [
+            "P0",
+            "P1",
+            "P2",
+            "P3",
+            "P4",
+            "P1P",
+            "P3c",
+            "P_other",
+            "P2ES",
+            "PPchain",
+            "BS",
+            "NBS",
+            "BO",
+            "NBO",
+            "free_S",
+            "free_O",
+            "over_S",
+            "over_O",
+            "S_in_chains",
+        ],
         0,
-    )  # fmt: skip
+    )
     p_atoms = [i for i, e in enumerate(el) if e == "P"]
     for i in p_atoms:
         anions = [(j, n) for j, n in nbrs[i] if el[j] in ("S", "O")]

@@ -22,9 +22,11 @@ def expected_counts(symbols: list[str], expected: dict) -> dict:
     out = dict.fromkeys(UNIT_KEYS, 0)
     out.update({k: v for k, v in expected.items() if k in UNIT_KEYS})
     out.update(
-        n_P=symbols.count("P"), n_S=symbols.count("S"), n_O=symbols.count("O"),
+        n_P=symbols.count("P"),
+        n_S=symbols.count("S"),
+        n_O=symbols.count("O"),
         n_Na=symbols.count("Na"),
-    )  # fmt: skip
+    )
     return out
 
 
@@ -103,8 +105,19 @@ def test_huge_open_extent(geom, cell, pbc):
     numbers = np.concatenate([ps4.numbers, s2.numbers, [11]])
     res = analyze_frame(numbers, pos, cell, pbc)
     symbols = [*ps4.symbols, *s2.symbols, "Na"]
-    check(res, symbols, {"P0": 1, "NBS": 4, "free_S": 2, "S_in_chains": 2, "chains": {2: 1},
-                         "mean_length": 2.0, "histogram": {0: 1}})  # fmt: skip
+    check(
+        res,
+        symbols,
+        {
+            "P0": 1,
+            "NBS": 4,
+            "free_S": 2,
+            "S_in_chains": 2,
+            "chains": {2: 1},
+            "mean_length": 2.0,
+            "histogram": {0: 1},
+        },
+    )
 
 
 @pytest.mark.parametrize("cell_kind", ["ortho", "triclinic"])
@@ -167,8 +180,12 @@ class TestSmallCells:
         a, b = 3.4, 2.05
         y = math.sqrt(b**2 - (a / 2) ** 2)
         half = math.radians(54.74)
-        pos = [[0, 0, 0], [a / 2, y, 0], [0, -b * math.cos(half), b * math.sin(half)],
-               [0, -b * math.cos(half), -b * math.sin(half)]]  # fmt: skip
+        pos = [
+            [0, 0, 0],
+            [a / 2, y, 0],
+            [0, -b * math.cos(half), b * math.sin(half)],
+            [0, -b * math.cos(half), -b * math.sin(half)],
+        ]
         res = self.run(["P", "S", "S", "S"], pos, np.diag([a, 15.0, 15.0]), skew)
         assert res.unit_counts() == expected_counts(
             ["P", "S", "S", "S"], {"P2": 1, "BS": 1, "NBS": 2}
@@ -253,8 +270,9 @@ def test_cutoff_override_and_order_insensitive(geom):
 
 
 def test_cutoff_is_inclusive():
-    res = analyze_frame([15, 16], [[1.0, 1.0, 1.0], [3.5, 1.0, 1.0]], np.eye(3) * 10, True,
-                        cutoffs={"P-S": 2.5})  # fmt: skip
+    res = analyze_frame(
+        [15, 16], [[1.0, 1.0, 1.0], [3.5, 1.0, 1.0]], np.eye(3) * 10, True, cutoffs={"P-S": 2.5}
+    )
     assert res.anions.NBS == 1
 
 
@@ -282,8 +300,18 @@ def test_to_dict_is_the_json_contract(geom):
     d = analyze_frame(numbers, pos, geom.CELLS["triclinic"], True).to_dict()
     assert list(d) == ["n_atoms", "cutoffs", "P", "anions", "SS", "Na"]
     assert list(d["cutoffs"]) == ["P-S", "P-O", "P-P", "S-S", "Na-S", "Na-O"]
-    assert list(d["P"]) == ["P0", "P1", "P2", "P3", "P4", "P1P", "P3c", "P_other", "P2ES",
-                            "PPchain"]  # fmt: skip
+    assert list(d["P"]) == [
+        "P0",
+        "P1",
+        "P2",
+        "P3",
+        "P4",
+        "P1P",
+        "P3c",
+        "P_other",
+        "P2ES",
+        "PPchain",
+    ]
     assert list(d["anions"]) == ["BS", "NBS", "BO", "NBO", "free_S", "free_O", "over_S", "over_O"]
     assert list(d["SS"]) == ["S_in_chains", "fraction", "mean_length", "chains"]
     assert list(d["Na"]) == ["n", "cn_mean", "cn_S_mean", "cn_O_mean", "histogram"]

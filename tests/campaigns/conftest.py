@@ -96,10 +96,14 @@ def tiny_maces(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     from glassbench.runners.tiny_models import build_tiny_mace
 
     d = tmp_path_factory.mktemp("campaign-models")
-    return build_tiny_mace(d / "tiny-a.model", seed=11), build_tiny_mace(d / "tiny-b.model", seed=12)
+    return build_tiny_mace(d / "tiny-a.model", seed=11), build_tiny_mace(
+        d / "tiny-b.model", seed=12
+    )
 
 
-def register(gb: Cli, models: tuple[Path, Path], names: tuple[str, str] = ("tiny-a", "tiny-b")) -> None:
+def register(
+    gb: Cli, models: tuple[Path, Path], names: tuple[str, str] = ("tiny-a", "tiny-b")
+) -> None:
     for name, path in zip(names, models, strict=True):
         gb.ok("mlip", "add", name, "--arch", "mace", "--model", str(path))
 
@@ -128,7 +132,6 @@ def assert_all_done_once(engine: Any, expected: int) -> dict[int, dict[str, Any]
         # One row per thermo step, none missing, none twice.
         assert r["n_thermo"] == r["n_steps"] == TINY_THERMO_ROWS, r
     return rs
-
 
 
 @pytest.fixture

@@ -28,9 +28,11 @@ from tests.conftest import Cli
 def _campaign(url: str, spec: Path, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "glassbench", "--db", url, "campaign", "run", str(spec), *args],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         start_new_session=True,  # its own process group: the test can kill workers with it
-    )  # fmt: skip
+    )
 
 
 def _one_done_one_running(engine: Any) -> bool:
@@ -62,7 +64,9 @@ def test_killed_campaign_rerun_finishes_only_missing_runs(
         os.killpg(proc.pid, signal.SIGKILL)  # the campaign and its worker, mid-way
         proc.wait()
     before = runs(engine)
-    done = {i: (r["finished_at"], r["attempts"]) for i, r in before.items() if r["status"] == "done"}
+    done = {
+        i: (r["finished_at"], r["attempts"]) for i, r in before.items() if r["status"] == "done"
+    }
     assert 1 <= len(done) < 4
     # The worker was running the next run when it died: the database still says so.
     assert any(r["status"] == "running" for r in before.values())

@@ -50,8 +50,13 @@ def test_failed_runs_are_retried_then_reported(
     gb, engine = sqlite_gb
     register(gb, tiny_maces)
     # No 26-atom cell fits at 50 g/cm3: every attempt fails right after its claim.
-    spec = write_spec(tmp_path / "bad.toml", mlips=["tiny-a"], x=[0.0], seeds=[1],
-                      protocol={"density_g_cm3": 50.0})  # fmt: skip
+    spec = write_spec(
+        tmp_path / "bad.toml",
+        mlips=["tiny-a"],
+        x=[0.0],
+        seeds=[1],
+        protocol={"density_g_cm3": 50.0},
+    )
     res = gb("campaign", "run", str(spec), "--workers", "1", "--retries", "2")
     assert res.exit_code == 1, res.output
     assert "1 failed" in res.output and "could not place atom" in res.output
@@ -83,7 +88,17 @@ def test_mlip_with_its_own_interpreter_runs_in_it(
     gb, engine = sqlite_gb
     marker = tmp_path / "started"
     py = _wrapper_python(tmp_path / "otherenv", marker)
-    gb.ok("mlip", "add", "tiny-env", "--arch", "mace", "--model", str(tiny_maces[0]), "--python", str(py))
+    gb.ok(
+        "mlip",
+        "add",
+        "tiny-env",
+        "--arch",
+        "mace",
+        "--model",
+        str(tiny_maces[0]),
+        "--python",
+        str(py),
+    )
     spec = write_spec(tmp_path / "env.toml", mlips=["tiny-env"], x=[1.0], seeds=[1])
     res = gb("campaign", "run", str(spec), "--workers", "1")
     assert res.exit_code == 0, res.output
@@ -103,13 +118,35 @@ def test_dask_scheduler_routes_env_runs_to_env_workers(
 
     gb, engine = sqlite_gb
     py = _wrapper_python(tmp_path / "otherenv", tmp_path / "started")
-    gb.ok("mlip", "add", "tiny-env", "--arch", "mace", "--model", str(tiny_maces[0]), "--python", str(py))
+    gb.ok(
+        "mlip",
+        "add",
+        "tiny-env",
+        "--arch",
+        "mace",
+        "--model",
+        str(tiny_maces[0]),
+        "--python",
+        str(py),
+    )
     spec = write_spec(tmp_path / "env.toml", mlips=["tiny-env"], x=[0.0], seeds=[3])
     res_name = env_resource_name(str(py))
     assert res_name in gb.ok("campaign", "envs", str(spec)).output
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
-                      resources={res_name: 1}) as cluster:  # fmt: skip
-        res = gb("campaign", "run", str(spec), "--scheduler", cluster.scheduler_address, "--env-resources")
+    with LocalCluster(
+        n_workers=1,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        resources={res_name: 1},
+    ) as cluster:
+        res = gb(
+            "campaign",
+            "run",
+            str(spec),
+            "--scheduler",
+            cluster.scheduler_address,
+            "--env-resources",
+        )
     assert res.exit_code == 0, res.output
     assert_all_done_once(engine, 1)
 

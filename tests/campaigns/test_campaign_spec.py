@@ -41,29 +41,59 @@ def test_example_spec_parses_and_expands() -> None:
     params = spec.params()
     assert len(params) == 24
     assert [(p.mlip, p.x, p.seed) for p in params[:4]] == [
-        ("chgnet-pbe", 0.0, 1), ("chgnet-pbe", 0.0, 2), ("chgnet-pbe", 0.0, 3), ("chgnet-pbe", 1.0, 1)
-    ]  # fmt: skip
+        ("chgnet-pbe", 0.0, 1),
+        ("chgnet-pbe", 0.0, 2),
+        ("chgnet-pbe", 0.0, 3),
+        ("chgnet-pbe", 1.0, 1),
+    ]
     p = params[-1]
     assert (p.mlip, p.x, p.quench_rate_k_ps, p.seed) == ("chgnet-r2scan", 3.5, 5.0, 3)
     assert (p.formula_units, p.t_melt_k, p.melt_ps, p.t_final_k, p.anneal_ps, p.timestep_fs) == (
-        8, 1800.0, 10.0, 300.0, 10.0, 1.0
-    )  # fmt: skip
+        8,
+        1800.0,
+        10.0,
+        300.0,
+        10.0,
+        1.0,
+    )
     assert p.elastic is True
     # One protocol for the whole matrix: the same as `glassbench run meltquench` with these options.
     assert len({json.dumps(q.protocol(), sort_keys=True) for q in params}) == 1
 
 
 def test_protocol_keys_match_run_meltquench_options(tmp_path: Path) -> None:
-    text = spec_text(mlips=["m"], protocol={"thermo_every": 4, "frame_every": 8, "flush_every": 8,
-                                            "density_g_cm3": 2.1, "relax_steps": 0})  # fmt: skip
+    text = spec_text(
+        mlips=["m"],
+        protocol={
+            "thermo_every": 4,
+            "frame_every": 8,
+            "flush_every": 8,
+            "density_g_cm3": 2.1,
+            "relax_steps": 0,
+        },
+    )
     spec = parse_spec(tomllib.loads(text), tmp_path / "s.toml")
     p = spec.params()[0]
-    assert (p.thermo_every, p.frame_every, p.flush_every, p.density_g_cm3, p.relax_steps) == (4, 8, 8, 2.1, 0)
+    assert (p.thermo_every, p.frame_every, p.flush_every, p.density_g_cm3, p.relax_steps) == (
+        4,
+        8,
+        8,
+        2.1,
+        0,
+    )
     text = text.replace("elastic = false", "elastic = true\nelastic_strain = 0.01")
     p = parse_spec(tomllib.loads(text), tmp_path / "s.toml").params()[0]
     assert (p.elastic, p.elastic_strain) == (True, 0.01)
-    for key in ("formula_units", "t_melt_k", "melt_ps", "t_final_k", "anneal_ps", "timestep_fs",
-                "thermo_every", "frame_every"):  # fmt: skip
+    for key in (
+        "formula_units",
+        "t_melt_k",
+        "melt_ps",
+        "t_final_k",
+        "anneal_ps",
+        "timestep_fs",
+        "thermo_every",
+        "frame_every",
+    ):
         assert key in PROTOCOL_KEYS
 
 
@@ -153,15 +183,18 @@ def test_missing_spec_file_is_bad_input(gb: Cli, tmp_path: Path) -> None:
 
 def test_scheduler_with_local_executor_is_bad_usage(registered: Cli, tmp_path: Path) -> None:
     spec = write_spec(tmp_path / "s.toml", mlips=["chgnet-pbe"])
-    res = registered("campaign", "run", str(spec), "--executor", "local", "--scheduler", "tcp://x:1")
+    res = registered(
+        "campaign", "run", str(spec), "--executor", "local", "--scheduler", "tcp://x:1"
+    )
     assert res.exit_code == 2 and "--scheduler" in res.output
 
 
 def test_unknown_keys_warn_and_are_ignored(registered: Cli, tmp_path: Path) -> None:
     spec = write_spec(
-        tmp_path / "s.toml", mlips=["chgnet-pbe"],
+        tmp_path / "s.toml",
+        mlips=["chgnet-pbe"],
         extra='notes = "x"\n[campaign_meta]\nowner = "me"\n',
-    )  # fmt: skip
+    )
     res = registered("campaign", "status", str(spec))
     assert res.exit_code == 0, res.output
     assert "resources.notes is not a known key" in res.output
@@ -198,8 +231,16 @@ def test_status_sees_runs_and_failures(registered: Cli, engine: Any, tmp_path: P
         c.execute(sa.text("UPDATE run SET status = 'done' WHERE id = :i"), {"i": ids[2]})
     doc = json.loads(registered.ok("campaign", "status", str(spec.path), "--format", "json").output)
     assert doc["counts"] == {"done": 1, "running": 1, "pending": 0, "failed": 1, "missing": 5}
-    assert doc["failures"] == [{"mlip": "chgnet-pbe", "x": p[1].x, "quench_rate_k_ps": 50000.0,
-                                "seed": p[1].seed, "attempts": 1, "error": "RuntimeError: exploded"}]  # fmt: skip
+    assert doc["failures"] == [
+        {
+            "mlip": "chgnet-pbe",
+            "x": p[1].x,
+            "quench_rate_k_ps": 50000.0,
+            "seed": p[1].seed,
+            "attempts": 1,
+            "error": "RuntimeError: exploded",
+        }
+    ]
     table = registered.ok("campaign", "status", str(spec.path)).output
     assert "failed runs:" in table and "RuntimeError: exploded" in table
 
@@ -231,8 +272,14 @@ def test_slurm_job_script_from_spec(tmp_path: Path) -> None:
     with jobqueue_cluster(spec) as cluster:
         script = cluster.job_script()
     lines = script.splitlines()
-    for directive in ("#SBATCH -p compute", "#SBATCH -A glass01", "#SBATCH --cpus-per-task=8",
-                      "#SBATCH --mem=15G", "#SBATCH -t 12:00:00", "#SBATCH --constraint=avx2"):  # fmt: skip
+    for directive in (
+        "#SBATCH -p compute",
+        "#SBATCH -A glass01",
+        "#SBATCH --cpus-per-task=8",
+        "#SBATCH --mem=15G",
+        "#SBATCH -t 12:00:00",
+        "#SBATCH --constraint=avx2",
+    ):
         assert directive in lines, (directive, script)
     assert "module load python/3.11" in lines
     worker = next(ln for ln in lines if "dask_worker" in ln)
@@ -247,8 +294,12 @@ def test_pbs_job_script_from_spec(tmp_path: Path) -> None:
     with jobqueue_cluster(spec) as cluster:
         script = cluster.job_script()
     lines = script.splitlines()
-    for directive in ("#PBS -q compute", "#PBS -A glass01", "#PBS -l select=1:ncpus=8:mem=16GB",
-                      "#PBS -l walltime=12:00:00"):  # fmt: skip
+    for directive in (
+        "#PBS -q compute",
+        "#PBS -A glass01",
+        "#PBS -l select=1:ncpus=8:mem=16GB",
+        "#PBS -l walltime=12:00:00",
+    ):
         assert directive in lines, (directive, script)
     assert f"{sys.executable} -m distributed.cli.dask_worker" in script
 

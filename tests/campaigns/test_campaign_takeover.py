@@ -31,8 +31,11 @@ def _runs(gb: Cli, engine: Any, tmp_path: Path, n: int) -> list[int]:
 
 def _row(engine: Any, rid: int) -> dict[str, Any]:
     with engine.connect() as c:
-        return dict(c.execute(sa.text("SELECT status, attempts, error FROM run WHERE id = :i"),
-                              {"i": rid}).mappings().one())  # fmt: skip
+        return dict(
+            c.execute(sa.text("SELECT status, attempts, error FROM run WHERE id = :i"), {"i": rid})
+            .mappings()
+            .one()
+        )
 
 
 def _dead_pid() -> int:
@@ -68,7 +71,9 @@ def test_stale_runs_are_released_only_when_silent(gb: Cli, engine: Any, tmp_path
     assert claim_run(engine, beating, worker="far:8")
     old = datetime.now(UTC) - timedelta(hours=1)
     with engine.begin() as c:
-        c.execute(sa.text("UPDATE run SET heartbeat_at = :t WHERE id = :i"), {"t": old, "i": silent})
+        c.execute(
+            sa.text("UPDATE run SET heartbeat_at = :t WHERE id = :i"), {"t": old, "i": silent}
+        )
     assert _reap_stale(engine, [silent, beating], stale_after_s=600) == 1
     assert _row(engine, silent)["status"] == "failed"
     assert "no heartbeat" in _row(engine, silent)["error"]

@@ -174,8 +174,14 @@ def test_cutoff_override_is_applied_and_reported(tmp_path, frames):
     result = run(str(path), "--cutoff", "S-P=1.9", "--cutoff", "Na-S=3.0")
     assert result.exit_code == 0, result.output
     got = json.loads(result.stdout)
-    assert got["cutoffs"] == {"P-S": 1.9, "P-O": 2.0, "P-P": 2.5, "S-S": 2.5, "Na-S": 3.0,
-                              "Na-O": 3.1}  # fmt: skip
+    assert got["cutoffs"] == {
+        "P-S": 1.9,
+        "P-O": 2.0,
+        "P-P": 2.5,
+        "S-S": 2.5,
+        "Na-S": 3.0,
+        "Na-O": 3.1,
+    }
     assert got == expected(frames[-1], P_S=1.9, Na_S=3.0)
     assert got["anions"]["NBS"] == 0  # no P-S bond is shorter than 1.9 Å
 
@@ -220,8 +226,16 @@ def test_suggest_cutoffs(tmp_path):
 
 
 def test_non_periodic_molecule(tmp_path):
-    atoms = Atoms("PS4", positions=[[0, 0, 0], [1.18, 1.18, 1.18], [1.18, -1.18, -1.18],
-                                    [-1.18, 1.18, -1.18], [-1.18, -1.18, 1.18]])  # fmt: skip
+    atoms = Atoms(
+        "PS4",
+        positions=[
+            [0, 0, 0],
+            [1.18, 1.18, 1.18],
+            [1.18, -1.18, -1.18],
+            [-1.18, 1.18, -1.18],
+            [-1.18, -1.18, 1.18],
+        ],
+    )
     path = tmp_path / "mol.xyz"
     ase.io.write(path, atoms)
     result = run(str(path))

@@ -24,11 +24,15 @@ def test_demo_tiny(tmp_path: Path) -> None:
     html = report.read_text()
     assert "chgnet-pbe" in html and "chgnet-r2scan" in html and "data:image/png;base64," in html
 
-    rows = json.loads(gb.ok("sql", "SELECT * FROM run_summary ORDER BY mlip, x", "--format", "json").output)
+    rows = json.loads(
+        gb.ok("sql", "SELECT * FROM run_summary ORDER BY mlip, x", "--format", "json").output
+    )
     assert [(r["mlip"], r["x"], r["status"]) for r in rows] == [
-        ("chgnet-pbe", 0.0, "done"), ("chgnet-pbe", 3.5, "done"),
-        ("chgnet-r2scan", 0.0, "done"), ("chgnet-r2scan", 3.5, "done"),
-    ]  # fmt: skip
+        ("chgnet-pbe", 0.0, "done"),
+        ("chgnet-pbe", 3.5, "done"),
+        ("chgnet-r2scan", 0.0, "done"),
+        ("chgnet-r2scan", 3.5, "done"),
+    ]
     for r in rows:
         assert r["n_atoms"] == 26
         assert 1.0 < r["density_g_cm3"] < 4.0

@@ -53,10 +53,28 @@ def test_run_summary_has_exactly_the_contract_columns(engine: Any) -> None:
         cols = list(c.execute(sa.text("SELECT * FROM run_summary")).keys())
     assert tuple(cols) == RUN_SUMMARY_COLUMNS
     assert RUN_SUMMARY_COLUMNS == (
-        "mlip", "x", "quench_rate_k_ps", "seed", "status", "n_atoms", "density_g_cm3",
-        "bulk_modulus_gpa", "young_modulus_gpa", "shear_modulus_gpa", "p0", "p1", "p2", "p1p",
-        "p3c", "p2es", "bs", "nbs", "bo", "nbo", "na_cn",
-    )  # fmt: skip
+        "mlip",
+        "x",
+        "quench_rate_k_ps",
+        "seed",
+        "status",
+        "n_atoms",
+        "density_g_cm3",
+        "bulk_modulus_gpa",
+        "young_modulus_gpa",
+        "shear_modulus_gpa",
+        "p0",
+        "p1",
+        "p2",
+        "p1p",
+        "p3c",
+        "p2es",
+        "bs",
+        "nbs",
+        "bo",
+        "nbo",
+        "na_cn",
+    )
     with engine.connect() as c:
         mae_cols = list(c.execute(sa.text("SELECT * FROM mlip_mae")).keys())
     assert mae_cols == ["mlip", "property", "n", "mae", "mean_error"]

@@ -192,24 +192,49 @@ def test_views_match_an_independent_computation(engine: Any) -> None:
                     bs, nbs = rng.integers(1, 20, size=2)
                     _speciation(s, f0, {"P0": 99, "P1": 0, "BS": 1, "NBS": 0})
                     _speciation(
-                        s, f1, {"P0": int(p0), "P1": int(p1), "P2": int(p2), "P1P": int(p1p), "P3c": 1,
-                                "BS": int(bs), "NBS": int(nbs), "free_S": 1, "S_in_chains": 4},
-                    )  # fmt: skip
+                        s,
+                        f1,
+                        {
+                            "P0": int(p0),
+                            "P1": int(p1),
+                            "P2": int(p2),
+                            "P1P": int(p1p),
+                            "P3c": 1,
+                            "BS": int(bs),
+                            "NBS": int(nbs),
+                            "free_S": 1,
+                            "S_in_chains": 4,
+                        },
+                    )
                     s.execute(sa.text(f"UPDATE run SET status = 'done' WHERE id = {rid}"))
                     n_p = p0 + p1 + p2 + p1p + 1
                     records.append(
-                        {"mlip": name, "x": x, "seed": seed, "density_g_cm3": dens,
-                         "p0": p0 / n_p, "p1": p1 / n_p, "p1p": p1p / n_p, "bs": bs / (bs + nbs + 1)}
-                    )  # fmt: skip
+                        {
+                            "mlip": name,
+                            "x": x,
+                            "seed": seed,
+                            "density_g_cm3": dens,
+                            "p0": p0 / n_p,
+                            "p1": p1 / n_p,
+                            "p1p": p1p / n_p,
+                            "bs": bs / (bs + nbs + 1),
+                        }
+                    )
         # SYNTHETIC experimental values (tests only).
         for x, d, p0 in ((0.0, 2.15, 0.2), (1.0, 2.25, 0.3)):
             cid = repos.composition_id(s, x)
             for prop, val in (("density_g_cm3", d), ("p0", p0)):
                 repos.set_experiment(
                     s,
-                    {"subject": repos.experiment_subject(x=x, crystal=None), "composition_id": cid,
-                     "crystal": None, "property": prop, "value": val, "source": "SYNTHETIC"},
-                )  # fmt: skip
+                    {
+                        "subject": repos.experiment_subject(x=x, crystal=None),
+                        "composition_id": cid,
+                        "crystal": None,
+                        "property": prop,
+                        "value": val,
+                        "source": "SYNTHETIC",
+                    },
+                )
     df = pd.DataFrame(records)
     summary = pd.read_sql("SELECT * FROM run_summary", engine)
     merged = df.merge(summary, on=["mlip", "x", "seed"], suffixes=("", "_view"))
@@ -217,8 +242,13 @@ def test_views_match_an_independent_computation(engine: Any) -> None:
     for col in ("density_g_cm3", "p0", "p1", "p1p", "bs"):
         np.testing.assert_allclose(merged[col], merged[f"{col}_view"], rtol=1e-12)
 
-    exp = pd.DataFrame({"x": [0.0, 1.0, 0.0, 1.0], "property": ["density_g_cm3"] * 2 + ["p0"] * 2,
-                        "exp": [2.15, 2.25, 0.2, 0.3]})  # fmt: skip
+    exp = pd.DataFrame(
+        {
+            "x": [0.0, 1.0, 0.0, 1.0],
+            "property": ["density_g_cm3"] * 2 + ["p0"] * 2,
+            "exp": [2.15, 2.25, 0.2, 0.3],
+        }
+    )
     long = df.melt(
         id_vars=["mlip", "x", "seed"], value_vars=["density_g_cm3", "p0"], var_name="property"
     )

@@ -47,8 +47,10 @@ def test_wheel_installs_and_migrates_outside_checkout(tmp_path: Path) -> None:
     # comes only from the wheel.
     site = subprocess.run(
         [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True, capture_output=True, text=True,
-    ).stdout.strip()  # fmt: skip
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     Path(site, "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     subprocess.run(
         [str(py), "-m", "pip", "install", "--no-deps", "-q", str(wheel)], check=True, timeout=300
@@ -61,18 +63,30 @@ def test_wheel_installs_and_migrates_outside_checkout(tmp_path: Path) -> None:
     }
     where = subprocess.run(
         [str(py), "-c", "import glassbench; print(glassbench.__file__)"],
-        cwd=work, env=env, check=True, capture_output=True, text=True,
-    ).stdout  # fmt: skip
+        cwd=work,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     assert str(venv) in where and str(ROOT) not in where
     out = subprocess.run(
         [str(venv / "bin" / "glassbench"), "db", "upgrade"],
-        cwd=work, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert "at revision 0001" in out.stdout
     assert (work / "glassbench.db").exists()
     out = subprocess.run(
         [str(venv / "bin" / "glassbench"), "sql", "SELECT COUNT(*) AS n FROM run_summary"],
-        cwd=work, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0 and "(1 row)" in out.stdout, out.stderr

@@ -68,8 +68,12 @@ def gb_popen(
     """``python -m glassbench --db URL ARGS`` as a child process (stdout piped)."""
     return subprocess.Popen(
         [sys.executable, "-m", "glassbench", "--db", url, *args],
-        stdout=subprocess.PIPE, stderr=stderr, text=True, env=gb_env(), **kw,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+        env=gb_env(),
+        **kw,
+    )
 
 
 def gb_run(
@@ -77,8 +81,12 @@ def gb_run(
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "glassbench", "--db", url, *args],
-        capture_output=True, text=True, env=gb_env(), timeout=timeout, cwd=cwd,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=gb_env(),
+        timeout=timeout,
+        cwd=cwd,
+    )
 
 
 def fetch(url_or_engine: Any, sql: str, **params: Any) -> list[tuple[Any, ...]]:

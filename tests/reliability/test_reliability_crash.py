@@ -221,8 +221,16 @@ def test_kill9_campaign_process_group_then_rerun(
 
     engine = make_engine(pg_url)
     try:
-        proc = gb_popen(pg_url, "campaign", "run", str(spec), "--workers", "1",
-                        start_new_session=True, cwd=tmp_path)  # fmt: skip
+        proc = gb_popen(
+            pg_url,
+            "campaign",
+            "run",
+            str(spec),
+            "--workers",
+            "1",
+            start_new_session=True,
+            cwd=tmp_path,
+        )
         wait_for(lambda: any(r["n_thermo"] > 0 for r in runs(engine).values()), proc, 600, "MD")
         time.sleep(delay)
         assert proc.poll() is None, "the campaign ended before the kill"

@@ -215,9 +215,10 @@ def test_fuzz_lammps_log(harness: Harness) -> None:
     def run(data: st.DataObject, which: str) -> None:
         content = data.draw(mutated(LOGS[which]))
         harness.case(
-            "log.lammps", content,
+            "log.lammps",
+            content,
             lambda p, seed: ["ingest", "lammps", "--log", str(p), *_key(X_OF[which], seed)],
-        )  # fmt: skip
+        )
 
     run()
     harness.close("LAMMPS log")
@@ -234,10 +235,18 @@ def test_fuzz_lammps_dump(harness: Harness, tmp_path: Path) -> None:
     def run(data: st.DataObject, which: str) -> None:
         content = data.draw(mutated(DUMPS[which]))
         harness.case(
-            "dump.lammpstrj", content,
-            lambda p, seed: ["ingest", "lammps", "--log", str(logs[which]), "--dump", str(p),
-                             *_key(X_OF[which], seed)],
-        )  # fmt: skip
+            "dump.lammpstrj",
+            content,
+            lambda p, seed: [
+                "ingest",
+                "lammps",
+                "--log",
+                str(logs[which]),
+                "--dump",
+                str(p),
+                *_key(X_OF[which], seed),
+            ],
+        )
 
     run()
     harness.close("LAMMPS dump")

@@ -49,11 +49,36 @@ def _populate(gb: Cli, tmp_path: Path) -> None:
     gb.ok("mlip", "add", "MP0", "--arch", "chgnet")
     gb.ok("mlip", "add", "R2", "--arch", "chgnet", "--model", "r2scan", "--functional", "r2SCAN")
     for name, x, seed in (("metal", "0", "1"), ("real", "1", "2"), ("triclinic", "0.5", "3")):
-        gb.ok("ingest", "lammps", "--log", str(lammps_file(f"log.{name}.lammps")),
-              "--dump", str(lammps_file(f"dump.{name}.lammpstrj")),
-              "--mlip", "MP0", "--x", x, "--quench-rate", "1", "--seed", seed)  # fmt: skip
-    gb.ok("ingest", "lammps", "--log", str(lammps_file("log.metal.lammps")),
-          "--mlip", "R2", "--x", "0", "--quench-rate", "5", "--seed", "1")  # fmt: skip
+        gb.ok(
+            "ingest",
+            "lammps",
+            "--log",
+            str(lammps_file(f"log.{name}.lammps")),
+            "--dump",
+            str(lammps_file(f"dump.{name}.lammpstrj")),
+            "--mlip",
+            "MP0",
+            "--x",
+            x,
+            "--quench-rate",
+            "1",
+            "--seed",
+            seed,
+        )
+    gb.ok(
+        "ingest",
+        "lammps",
+        "--log",
+        str(lammps_file("log.metal.lammps")),
+        "--mlip",
+        "R2",
+        "--x",
+        "0",
+        "--quench-rate",
+        "5",
+        "--seed",
+        "1",
+    )
     csv = tmp_path / "exp.csv"
     csv.write_text(EXPERIMENT)
     gb.ok("ingest", "experiment", str(csv))

@@ -99,10 +99,22 @@ def scratch_cluster() -> Iterator[Cluster]:
         as_user = ["runuser", "-u", "postgres", "--"]
     cluster = Cluster(bindir, root, _free_port(), as_user)
     subprocess.run(
-        [*as_user, str(bindir / "initdb"), "-D", str(cluster.data), "-U", "postgres",
-         "--auth=trust", "--no-sync", "-E", "UTF8"],
-        check=True, capture_output=True, timeout=180,
-    )  # fmt: skip
+        [
+            *as_user,
+            str(bindir / "initdb"),
+            "-D",
+            str(cluster.data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=180,
+    )
     cluster.start()
     try:
         yield cluster

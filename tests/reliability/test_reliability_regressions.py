@@ -31,8 +31,17 @@ def _dump_with_huge_atom_count(tmp: Path) -> list[str]:
     (tmp / "dump").write_text(
         text.replace("NUMBER OF ATOMS\n26", "NUMBER OF ATOMS\n9223372036854775808", 1)
     )
-    return ["ingest", "lammps", "--log", str(lammps_file("log.real.lammps")), "--dump",
-            str(tmp / "dump"), "--x", "1", *KEY]  # fmt: skip
+    return [
+        "ingest",
+        "lammps",
+        "--log",
+        str(lammps_file("log.real.lammps")),
+        "--dump",
+        str(tmp / "dump"),
+        "--x",
+        "1",
+        *KEY,
+    ]
 
 
 def _extxyz(tmp: Path, lattice: str) -> list[str]:
@@ -50,13 +59,20 @@ CASES = {
     "time going backwards": (_log_without_first_memory_line, "thermo time"),
     "atom count beyond any index": (_dump_with_huge_atom_count, "atoms"),
     "cell volume overflows (warning next to the message)": (
-        lambda t: _extxyz(t, "1e300 0.0 0.0 0.0 1e300 0.0 0.0 0.0 9.5"), "cell"),
-}  # fmt: skip
+        lambda t: _extxyz(t, "1e300 0.0 0.0 0.0 1e300 0.0 0.0 0.0 9.5"),
+        "cell",
+    ),
+}
 IN_CHILD = {
-    "elongated cell (vesin SIGFPE)": (lambda t: _extxyz(t, "1e40 0.0 0.0 0.0 9.5 0.0 0.0 0.0 9.5"), "elongated"),
+    "elongated cell (vesin SIGFPE)": (
+        lambda t: _extxyz(t, "1e40 0.0 0.0 0.0 9.5 0.0 0.0 0.0 9.5"),
+        "elongated",
+    ),
     "sheared cell 4e-8 A thin (vesin runs for hours)": (
-        lambda t: _extxyz(t, "9.5 0.0 2147483648 0.0 9.5 0.0 0.0 0.0 9.5"), "too thin"),
-}  # fmt: skip
+        lambda t: _extxyz(t, "9.5 0.0 2147483648 0.0 9.5 0.0 0.0 0.0 9.5"),
+        "too thin",
+    ),
+}
 
 
 @pytest.fixture
@@ -86,7 +102,10 @@ def test_found_by_fuzzing_in_a_child(sqlite_gb: Cli, tmp_path: Path, case: str) 
     make, expected = IN_CHILD[case]
     proc = subprocess.run(
         [sys.executable, "-m", "glassbench", "--db", sqlite_gb.url, *make(tmp_path)],
-        capture_output=True, text=True, timeout=120, env=gb_env(),
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=gb_env(),
+    )
     assert proc.returncode == 2, (proc.returncode, proc.stderr)
     assert len(proc.stderr.strip().splitlines()) == 1 and expected in proc.stderr, proc.stderr

@@ -64,9 +64,14 @@ def test_retries_with_backoff_then_succeeds(caplog: pytest.LogCaptureFixture) ->
 
     with caplog.at_level(logging.WARNING):
         out = retry_db(
-            flaky, url=URL, what="flush", initial_s=1.0, max_delay_s=8.0,
-            sleep=clock.sleep, clock=clock.now,
-        )  # fmt: skip
+            flaky,
+            url=URL,
+            what="flush",
+            initial_s=1.0,
+            max_delay_s=8.0,
+            sleep=clock.sleep,
+            clock=clock.now,
+        )
     assert out == "written" and len(calls) == 6
     # 1, 2, 4, 8, 8 s (+-20 % jitter): exponential, capped
     for got, nominal in zip(clock.sleeps, [1, 2, 4, 8, 8], strict=True):
@@ -86,8 +91,15 @@ def test_gives_up_at_the_deadline_and_reraises(caplog: pytest.LogCaptureFixture)
         raise err
 
     with pytest.raises(sa_exc.OperationalError) as info:
-        retry_db(down, deadline_s=30.0, initial_s=1.0, max_delay_s=10.0, url=URL,
-                 sleep=clock.sleep, clock=clock.now)  # fmt: skip
+        retry_db(
+            down,
+            deadline_s=30.0,
+            initial_s=1.0,
+            max_delay_s=10.0,
+            url=URL,
+            sleep=clock.sleep,
+            clock=clock.now,
+        )
     assert info.value is err
     assert sum(clock.sleeps) <= 30.0 and len(clock.sleeps) >= 3
     assert "giving up" in caplog.text and "Very-Secret-1" not in caplog.text

@@ -178,8 +178,11 @@ def test_passwords_never_appear_in_errors(tmp_path: Path, caplog: pytest.LogCapt
         for args in (["-v", "db", "upgrade"], ["-v", "sql", "SELECT 1"]):
             proc = subprocess.run(
                 [sys.executable, "-m", "glassbench", *args],
-                capture_output=True, text=True, timeout=120, env=gb_env(GLASSBENCH_DATABASE_URL=url),
-            )  # fmt: skip
+                capture_output=True,
+                text=True,
+                timeout=120,
+                env=gb_env(GLASSBENCH_DATABASE_URL=url),
+            )
             text = proc.stdout + proc.stderr
             assert proc.returncode != 0 and SECRET not in text, (label, args, text)
             checked += 1
@@ -244,9 +247,26 @@ def test_tampered_model_is_refused_before_unpickling(gb: Cli, engine: Any, tmp_p
     model.write_bytes(b"a registered model file")
     gb.ok("mlip", "add", "tiny", "--arch", "mace", "--model", str(model))
     model.write_bytes(evil)  # swapped after registration
-    res = gb("run", "meltquench", "--mlip", "tiny", "--x", "1.0", "--quench-rate", "50000",
-             "--seed", "1", "--formula-units", "2", "--melt-ps", "0.01", "--anneal-ps", "0.01",
-             "--checkpoint-dir", str(tmp_path / "ck"))  # fmt: skip
+    res = gb(
+        "run",
+        "meltquench",
+        "--mlip",
+        "tiny",
+        "--x",
+        "1.0",
+        "--quench-rate",
+        "50000",
+        "--seed",
+        "1",
+        "--formula-units",
+        "2",
+        "--melt-ps",
+        "0.01",
+        "--anneal-ps",
+        "0.01",
+        "--checkpoint-dir",
+        str(tmp_path / "ck"),
+    )
     assert res.exit_code == 2, res.output
     assert "sha256" in res.output and str(model) in res.output
     assert not marker.exists(), "the tampered model was unpickled"

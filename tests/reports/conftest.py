@@ -167,8 +167,21 @@ def populate(gb: Any, engine: Any, tmp_path: Path, *, experiment: bool = True) -
         mlip, x, q, seed = key
         path = files / f"{mlip}_{x:g}_{q:g}_{seed}.extxyz"
         density, fractions = write_traj(path, mlip, x, q, seed)
-        gb.ok("ingest", "traj", str(path), "--mlip", mlip, "--x", f"{x:g}",
-              "--quench-rate", f"{q:g}", "--seed", str(seed), "--stage", "quench")  # fmt: skip
+        gb.ok(
+            "ingest",
+            "traj",
+            str(path),
+            "--mlip",
+            mlip,
+            "--x",
+            f"{x:g}",
+            "--quench-rate",
+            f"{q:g}",
+            "--seed",
+            str(seed),
+            "--stage",
+            "quench",
+        )
         exp.runs[key] = {"density_g_cm3": density, **fractions, "young_modulus_gpa": young(*key)}
     with engine.connect() as c:
         for key in RUNS:
@@ -188,9 +201,14 @@ def populate(gb: Any, engine: Any, tmp_path: Path, *, experiment: bool = True) -
             mid = get_mlip(session, mlip).id
             set_crystal_volume(
                 session,
-                {"mlip_id": mid, "crystal": crystal, "volume_per_fu_a3": vol,
-                 "exp_volume_per_fu_a3": None, "deviation_pct": None},
-            )  # fmt: skip
+                {
+                    "mlip_id": mid,
+                    "crystal": crystal,
+                    "volume_per_fu_a3": vol,
+                    "exp_volume_per_fu_a3": None,
+                    "deviation_pct": None,
+                },
+            )
     if experiment:
         gb.ok("ingest", "experiment", str(write_experiment_csv(tmp_path / "exp.csv")))
         crystal_csv = tmp_path / "crystal.csv"

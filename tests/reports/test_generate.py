@@ -98,8 +98,16 @@ def test_report_contents(gb: Any, engine: Any, populated: Expected, tmp_path: Pa
         assert f"figures/{f.name}" in md
     tables = {f.stem for f in (out / "tables").iterdir()}
     assert tables <= set(TABLE_NAMES)
-    assert {"mae", "mae_points", "trends", "artefacts", "quench_mae", "traces",
-            "crystal_volumes", "coverage"} <= tables  # fmt: skip
+    assert {
+        "mae",
+        "mae_points",
+        "trends",
+        "artefacts",
+        "quench_mae",
+        "traces",
+        "crystal_volumes",
+        "coverage",
+    } <= tables
     # An MLIP without runs is listed with zero runs and breaks nothing.
     cov = pd.read_csv(out / "tables" / "coverage.csv")
     row = cov[cov["mlip"] == MLIP_NO_RUNS].iloc[0]
@@ -211,10 +219,21 @@ def test_generate_imports_no_ml_framework(
     script.write_text(WRAPPER)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
     proc = subprocess.run(
-        [sys.executable, str(script), "--db", db_url, "report", "generate",
-         "--out", str(tmp_path / "r")],
-        capture_output=True, text=True, timeout=120, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(script),
+            "--db",
+            db_url,
+            "report",
+            "generate",
+            "--out",
+            str(tmp_path / "r"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     assert line, proc.stdout + proc.stderr
     result = json.loads(line[-1].removeprefix("RESULT "))

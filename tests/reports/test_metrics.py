@@ -53,8 +53,15 @@ def _exp(rows: list[tuple[float, str, float]]) -> pd.DataFrame:
 
 
 def test_missing_values_are_omitted_never_imputed() -> None:
-    runs = _runs([("A", 0.0, 1, 2.0), ("A", 0.0, 2, 2.2), ("A", 0.0, 3, NAN), ("A", 1.0, 1, NAN),
-                  ("A", 2.0, 1, 2.5)])  # fmt: skip
+    runs = _runs(
+        [
+            ("A", 0.0, 1, 2.0),
+            ("A", 0.0, 2, 2.2),
+            ("A", 0.0, 3, NAN),
+            ("A", 1.0, 1, NAN),
+            ("A", 2.0, 1, 2.5),
+        ]
+    )
     exp = _exp([(0.0, "density_g_cm3", 2.0), (1.0, "density_g_cm3", 2.3)])
     points = mae_points(runs, exp)
     # x=1 has no simulated value: no point. x=2 has no experiment: point kept, error missing.
@@ -95,8 +102,14 @@ def test_empty_inputs() -> None:
     assert mae_points(empty, _exp([])).empty
     assert mae_table(mae_points(empty, _exp([]))).empty
     assert artefact_table(empty).empty
-    crystals = pd.DataFrame({"mlip": ["A"], "crystal": ["X"], "volume_per_fu_a3": [101.0],
-                             "exp_volume_per_fu_a3": [NAN]})  # fmt: skip
+    crystals = pd.DataFrame(
+        {
+            "mlip": ["A"],
+            "crystal": ["X"],
+            "volume_per_fu_a3": [101.0],
+            "exp_volume_per_fu_a3": [NAN],
+        }
+    )
     ref = pd.DataFrame(columns=["crystal", "property", "value", "uncertainty", "source"])
     assert math.isnan(crystal_table(crystals, ref)["deviation_pct"].iloc[0])
 

@@ -31,10 +31,26 @@ class Scheduler:
         self._fh = log.open("wb")
         env = {**os.environ, "PYTHONPATH": str(SRC), "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "glassbench", "--db", url, "report", "schedule",
-             "--interval-seconds", "1", "--out", str(out), "--format", "csv,md", *extra],
-            stdout=self._fh, stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "glassbench",
+                "--db",
+                url,
+                "report",
+                "schedule",
+                "--interval-seconds",
+                "1",
+                "--out",
+                str(out),
+                "--format",
+                "csv,md",
+                *extra,
+            ],
+            stdout=self._fh,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")

@@ -32,17 +32,31 @@ def tiny_mace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _thermo(engine: Any) -> list[tuple[Any, ...]]:
     with engine.connect() as c:
-        return [tuple(r) for r in c.execute(sa.text(
-            "SELECT step, time_ps, temperature_k, potential_energy_ev, volume_a3 FROM thermo ORDER BY step"
-        ))]  # fmt: skip
+        return [
+            tuple(r)
+            for r in c.execute(
+                sa.text(
+                    "SELECT step, time_ps, temperature_k, potential_energy_ev, volume_a3 FROM thermo ORDER BY step"
+                )
+            )
+        ]
 
 
 def test_meltquench_tiny_mace_end_to_end(
     gb: Cli, engine: Any, tiny_mace: Path, tmp_path: Path
 ) -> None:
     gb.ok("mlip", "add", "tiny", "--arch", "mace", "--model", str(tiny_mace))
-    out = gb.ok("run", "meltquench", "--mlip", "tiny", "--seed", "1", *SHORT,
-                "--checkpoint-dir", str(tmp_path / "ck")).output  # fmt: skip
+    out = gb.ok(
+        "run",
+        "meltquench",
+        "--mlip",
+        "tiny",
+        "--seed",
+        "1",
+        *SHORT,
+        "--checkpoint-dir",
+        str(tmp_path / "ck"),
+    ).output
     assert "done" in out
     rows = _thermo(engine)
     # 20 melt + 30 quench (1500 K at 50000 K/ps) + 40 anneal steps; thermo every 5 from 0.
@@ -65,9 +79,11 @@ def test_meltquench_tiny_mace_end_to_end(
     assert "final,1" in stages and "initial,1" in stages and "quench," in stages
     # Every stored frame was analysed; the quench frames carry their nominal temperature.
     with engine.connect() as c:
-        unanalysed = c.execute(sa.text(
-            "SELECT COUNT(*) FROM frame f WHERE NOT EXISTS (SELECT 1 FROM speciation s WHERE s.frame_id = f.id)"
-        )).scalar()  # fmt: skip
+        unanalysed = c.execute(
+            sa.text(
+                "SELECT COUNT(*) FROM frame f WHERE NOT EXISTS (SELECT 1 FROM speciation s WHERE s.frame_id = f.id)"
+            )
+        ).scalar()
         temps = [
             r[0]
             for r in c.execute(
@@ -118,11 +134,14 @@ def test_changed_model_file_is_refused(
     assert status == "failed" and "sha256" in error
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--quench-rate", "-5"], "--quench-rate"),
-    (["--x", "0.5", "--formula-units", "1"], "whole number"),
-    (["--mlip", "nobody"], "no MLIP named"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--quench-rate", "-5"], "--quench-rate"),
+        (["--x", "0.5", "--formula-units", "1"], "whole number"),
+        (["--mlip", "nobody"], "no MLIP named"),
+    ],
+)
 def test_bad_arguments(
     gb: Cli, engine: Any, tiny_mace: Path, args: list[str], message: str
 ) -> None:
@@ -149,10 +168,29 @@ def _checkpoints(directory: Path) -> list[Path]:
 
 def _run_cli(db_url: str, ck: Path, *, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "glassbench", "--db", db_url, "run", "meltquench", "--mlip", "tiny",
-         "--seed", "7", *SHORT, "--anneal-ps", "0.5", "--checkpoint-dir", str(ck)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "glassbench",
+            "--db",
+            db_url,
+            "run",
+            "meltquench",
+            "--mlip",
+            "tiny",
+            "--seed",
+            "7",
+            *SHORT,
+            "--anneal-ps",
+            "0.5",
+            "--checkpoint-dir",
+            str(ck),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
 
 
 @pytest.mark.slow
@@ -209,10 +247,28 @@ def test_meltquench_tiny_deepmd_in_its_own_interpreter(
 ) -> None:
     """DeePMD (TensorFlow) cannot share the torch environment: the registered interpreter runs
     the simulation and the rows land in the same database."""
-    gb.ok("mlip", "add", "tiny-dp", "--arch", "deepmd", "--model", str(tiny_deepmd_graph),
-          "--python", deepmd_python)  # fmt: skip
-    res = gb("run", "meltquench", "--mlip", "tiny-dp", "--seed", "2", *SHORT,
-             "--checkpoint-dir", str(tmp_path / "ck"))  # fmt: skip
+    gb.ok(
+        "mlip",
+        "add",
+        "tiny-dp",
+        "--arch",
+        "deepmd",
+        "--model",
+        str(tiny_deepmd_graph),
+        "--python",
+        deepmd_python,
+    )
+    res = gb(
+        "run",
+        "meltquench",
+        "--mlip",
+        "tiny-dp",
+        "--seed",
+        "2",
+        *SHORT,
+        "--checkpoint-dir",
+        str(tmp_path / "ck"),
+    )
     assert res.exit_code == 0, res.output
     rows = _thermo(engine)
     assert [r[0] for r in rows] == list(range(0, 91, 5))
@@ -220,5 +276,7 @@ def test_meltquench_tiny_deepmd_in_its_own_interpreter(
         status, software = c.execute(sa.text("SELECT status, software_json FROM run")).one()
     assert status == "done"
     assert "deepmd-kit" in software  # provenance recorded by the worker interpreter
-    summary = gb.ok("sql", "SELECT status, density_g_cm3, p0 FROM run_summary", "--format", "csv").output
+    summary = gb.ok(
+        "sql", "SELECT status, density_g_cm3, p0 FROM run_summary", "--format", "csv"
+    ).output
     assert summary.strip().splitlines()[1].startswith("done,")

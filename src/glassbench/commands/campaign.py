@@ -36,27 +36,50 @@ def _load(spec_path: Path) -> Any:
     help="local: a process pool (default); dask: a Dask cluster (--scheduler, [cluster], or a "
     "LocalCluster).",
 )  # fmt: skip
-@click.option("--scheduler", metavar="ADDRESS", default=None,
-              help="A running Dask scheduler, e.g. tcp://host:8786 (implies dask).")  # fmt: skip
-@click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Worker processes (local, LocalCluster) or batch jobs ([cluster]); "
-              "default: cores / threads_per_run.")  # fmt: skip
-@click.option("--retries", type=click.IntRange(min=0), default=None,
-              help="Retries of a failed run in this invocation "
-              "(default: [resources] retries, else 1).")  # fmt: skip
-@click.option("--checkpoint-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="Checkpoints (shared by all workers; default: .glassbench/checkpoints beside "
-              "the spec).")  # fmt: skip
-@click.option("--env-resources/--no-env-resources", default=None,
-              help="dask: send runs of MLIPs with their own interpreter to workers advertising "
-              "its env-<hash> resource instead of a subprocess (see `campaign envs`).")  # fmt: skip
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    default=None,
+    help="A running Dask scheduler, e.g. tcp://host:8786 (implies dask).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes (local, LocalCluster) or batch jobs ([cluster]); "
+    "default: cores / threads_per_run.",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Retries of a failed run in this invocation (default: [resources] retries, else 1).",
+)
+@click.option(
+    "--checkpoint-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Checkpoints (shared by all workers; default: .glassbench/checkpoints beside the spec).",
+)
+@click.option(
+    "--env-resources/--no-env-resources",
+    default=None,
+    help="dask: send runs of MLIPs with their own interpreter to workers advertising "
+    "its env-<hash> resource instead of a subprocess (see `campaign envs`).",
+)
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: if a TTY).")
 @pass_app
 def run(
-    app: AppContext, spec: Path, executor: str | None, scheduler: str | None, workers: int | None,
-    retries: int | None, checkpoint_dir: Path | None, env_resources: bool | None,
+    app: AppContext,
+    spec: Path,
+    executor: str | None,
+    scheduler: str | None,
+    workers: int | None,
+    retries: int | None,
+    checkpoint_dir: Path | None,
+    env_resources: bool | None,
     progress: bool | None,
-) -> None:  # fmt: skip
+) -> None:
     """Run every run of SPEC not done yet; exit 1 with a summary if some failed.
 
     Safe to repeat and to run from several machines against one PostgreSQL: each run is
@@ -71,10 +94,17 @@ def run(
     engine = app.engine
     require_schema(engine)
     report = run_campaign(
-        parsed, engine, app.settings.database_url, executor=executor, workers=workers,
-        scheduler=scheduler, retries=retries, env_resources=env_resources,
-        checkpoint_dir=checkpoint_dir, progress=progress,
-    )  # fmt: skip
+        parsed,
+        engine,
+        app.settings.database_url,
+        executor=executor,
+        workers=workers,
+        scheduler=scheduler,
+        retries=retries,
+        env_resources=env_resources,
+        checkpoint_dir=checkpoint_dir,
+        progress=progress,
+    )
     click.echo(report.summary())
     if report.ok:
         return
@@ -149,16 +179,23 @@ def envs(app: AppContext, spec: Path) -> None:
     for name, python in own:
         res = env_resource_name(python)
         click.echo(f"# MLIP {name}: {python}")
-        click.echo(f"{python} -m distributed.cli.dask_worker SCHEDULER_ADDRESS --nthreads 1 "
-                   f"--resources \"{res}=1\"")  # fmt: skip
+        click.echo(
+            f"{python} -m distributed.cli.dask_worker SCHEDULER_ADDRESS --nthreads 1 "
+            f'--resources "{res}=1"'
+        )
 
 
 @cli.command("job-script")
 @SPEC_ARG
-@click.option("--scheduler", metavar="ADDRESS", required=True,
-              help="Scheduler the batch job's workers join.")  # fmt: skip
-@click.option("--mlip", "mlip_name", default=None,
-              help="Workers for this MLIP's own interpreter (with its env resource).")  # fmt: skip
+@click.option(
+    "--scheduler", metavar="ADDRESS", required=True, help="Scheduler the batch job's workers join."
+)
+@click.option(
+    "--mlip",
+    "mlip_name",
+    default=None,
+    help="Workers for this MLIP's own interpreter (with its env resource).",
+)
 @pass_app
 def job_script(app: AppContext, spec: Path, scheduler: str, mlip_name: str | None) -> None:
     """Print the Slurm/PBS job script of one batch job of workers (from [cluster])."""

@@ -43,10 +43,24 @@ class DemoSize:
 # core: run one after the other they took 11.2 min). The elastic estimate uses unrelaxed (affine)
 # strains, the Born upper bound, as a relaxed estimate needs ~60 relaxation steps per strain on
 # these fast-quenched cells.
-FULL = DemoSize(formula_units=4, melt_ps=0.1, quench_rate_k_ps=10000.0, anneal_ps=0.15,
-                relax_steps=30, elastic_max_steps=0, crystal_steps=100)  # fmt: skip
-TINY = DemoSize(formula_units=2, melt_ps=0.03, quench_rate_k_ps=30000.0, anneal_ps=0.04,
-                relax_steps=30, elastic_max_steps=0, crystal_steps=25)  # fmt: skip
+FULL = DemoSize(
+    formula_units=4,
+    melt_ps=0.1,
+    quench_rate_k_ps=10000.0,
+    anneal_ps=0.15,
+    relax_steps=30,
+    elastic_max_steps=0,
+    crystal_steps=100,
+)
+TINY = DemoSize(
+    formula_units=2,
+    melt_ps=0.03,
+    quench_rate_k_ps=30000.0,
+    anneal_ps=0.04,
+    relax_steps=30,
+    elastic_max_steps=0,
+    crystal_steps=25,
+)
 
 EXAMPLE_QUERIES = (
     "SELECT mlip, x, density_g_cm3, p0, p1, p2, bs, nbs, na_cn FROM run_summary ORDER BY mlip, x",
@@ -58,8 +72,14 @@ EXAMPLE_QUERIES = (
 
 
 @click.command("demo")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("glassbench-demo"),
-              show_default=True, help="Folder for the report, structures and checkpoints.")  # fmt: skip
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    default=Path("glassbench-demo"),
+    show_default=True,
+    help="Folder for the report, structures and checkpoints.",
+)
 @click.option("--tiny", is_flag=True, help="The CI-sized form: smaller cells, shorter runs.")
 @pass_app
 def cli(app: AppContext, out_dir: Path, tiny: bool) -> None:
@@ -112,11 +132,17 @@ def _register(engine: Any) -> None:
         for name, model, data, functional in DEMO_MLIPS:
             repos.add_mlip(
                 s,
-                {"name": name, "arch": "chgnet", "model_path": model, "training_data": data,
-                 "functional": functional, "dispersion": "none",
-                 "package_versions_json": repos.canonical_json(package_versions("chgnet"))},
+                {
+                    "name": name,
+                    "arch": "chgnet",
+                    "model_path": model,
+                    "training_data": data,
+                    "functional": functional,
+                    "dispersion": "none",
+                    "package_versions_json": repos.canonical_json(package_versions("chgnet")),
+                },
                 replace=True,
-            )  # fmt: skip
+            )
 
 
 def _campaign(app: AppContext, size: DemoSize, out_dir: Path, threads: int) -> CampaignReport:
@@ -124,19 +150,28 @@ def _campaign(app: AppContext, size: DemoSize, out_dir: Path, threads: int) -> C
     from glassbench.runners.campaign import CampaignSpec, Resources, default_workers, run_campaign
 
     spec = CampaignSpec(
-        path=out_dir / "demo-campaign.toml", name="demo",
-        mlips=tuple(name for name, *_ in DEMO_MLIPS), x=(0.0, 3.5),
-        quench_rates_k_ps=(size.quench_rate_k_ps,), seeds=(1,), elastic=True,
+        path=out_dir / "demo-campaign.toml",
+        name="demo",
+        mlips=tuple(name for name, *_ in DEMO_MLIPS),
+        x=(0.0, 3.5),
+        quench_rates_k_ps=(size.quench_rate_k_ps,),
+        seeds=(1,),
+        elastic=True,
         protocol={
-            "formula_units": size.formula_units, "melt_ps": size.melt_ps,
-            "anneal_ps": size.anneal_ps, "relax_steps": size.relax_steps, "thermo_every": 10,
-            "frame_every": 20, "flush_every": 100,
+            "formula_units": size.formula_units,
+            "melt_ps": size.melt_ps,
+            "anneal_ps": size.anneal_ps,
+            "relax_steps": size.relax_steps,
+            "thermo_every": 10,
+            "frame_every": 20,
+            "flush_every": 100,
             # max_steps 0: unrelaxed (affine) strains, the Born upper bound, for the tiny form.
             "elastic_max_steps": max(size.elastic_max_steps, 1),
-            "elastic_relax_positions": size.elastic_max_steps > 0, "elastic_fmax": 0.05,
+            "elastic_relax_positions": size.elastic_max_steps > 0,
+            "elastic_fmax": 0.05,
         },
         resources=Resources(threads_per_run=threads, checkpoint_dir=out_dir / "checkpoints"),
-    )  # fmt: skip
+    )
     workers = min(spec.size, default_workers(threads))
     steps = spec.params()[0].total_steps
     click.echo(
@@ -158,9 +193,9 @@ def _print_runs(engine: Any) -> None:
 
     cols = ("density_g_cm3", "bulk_modulus_gpa", "shear_modulus_gpa", "young_modulus_gpa")
     with engine.connect() as c:
-        rows = c.execute(sa.text(
-            f"SELECT mlip, x, status, {', '.join(cols)} FROM run_summary ORDER BY mlip, x"
-        )).all()  # fmt: skip
+        rows = c.execute(
+            sa.text(f"SELECT mlip, x, status, {', '.join(cols)} FROM run_summary ORDER BY mlip, x")
+        ).all()
     for r in rows:
         vals = ", ".join(f"{k} {v:.3g}" for k, v in zip(cols, r[3:], strict=True) if v is not None)
         click.echo(f"  {r[0]} x={r[1]:g}: {r[2]}{': ' + vals if vals else ''}")

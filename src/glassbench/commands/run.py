@@ -93,10 +93,25 @@ def delegate_if_needed(app: AppContext, mlip: Any, argv: list[str]) -> bool:
     "--in-process", is_flag=True, hidden=True, help="Do not delegate to the MLIP's interpreter."
 )
 @pass_app
-def meltquench(app: AppContext, mlip: str, x: float, quench_rate: float, seed: int, formula_units: int,
-               t_melt: float, melt_ps: float, t_final: float, anneal_ps: float, timestep_fs: float,
-               density: float | None, thermo_every: int, frame_every: int, elastic: bool,
-               checkpoint_dir: Path, in_process: bool) -> None:  # fmt: skip
+def meltquench(
+    app: AppContext,
+    mlip: str,
+    x: float,
+    quench_rate: float,
+    seed: int,
+    formula_units: int,
+    t_melt: float,
+    melt_ps: float,
+    t_final: float,
+    anneal_ps: float,
+    timestep_fs: float,
+    density: float | None,
+    thermo_every: int,
+    frame_every: int,
+    elastic: bool,
+    checkpoint_dir: Path,
+    in_process: bool,
+) -> None:
     """Melt-quench one glass; resumes from its checkpoint if it was interrupted."""
     from glassbench.runners.meltquench import MeltQuenchParams, run_meltquench
 
@@ -104,11 +119,22 @@ def meltquench(app: AppContext, mlip: str, x: float, quench_rate: float, seed: i
         raise BadInput(f"must be > 0, got {quench_rate}", source="--quench-rate")
     flush_every = max(thermo_every, (200 // thermo_every) * thermo_every)
     params = MeltQuenchParams(
-        mlip=mlip, x=x, quench_rate_k_ps=quench_rate, seed=seed, formula_units=formula_units,
-        t_melt_k=t_melt, melt_ps=melt_ps, t_final_k=t_final, anneal_ps=anneal_ps,
-        timestep_fs=timestep_fs, density_g_cm3=density, thermo_every=thermo_every,
-        frame_every=frame_every, flush_every=flush_every, elastic=elastic,
-    )  # fmt: skip
+        mlip=mlip,
+        x=x,
+        quench_rate_k_ps=quench_rate,
+        seed=seed,
+        formula_units=formula_units,
+        t_melt_k=t_melt,
+        melt_ps=melt_ps,
+        t_final_k=t_final,
+        anneal_ps=anneal_ps,
+        timestep_fs=timestep_fs,
+        density_g_cm3=density,
+        thermo_every=thermo_every,
+        frame_every=frame_every,
+        flush_every=flush_every,
+        elastic=elastic,
+    )
     engine = app.engine
     require_schema(engine)
     record = _mlip_record(app, mlip)
@@ -125,13 +151,37 @@ def meltquench(app: AppContext, mlip: str, x: float, quench_rate: float, seed: i
 
 def _rebuild_argv(p: Any, checkpoint_dir: Path) -> list[str]:
     argv = [
-        "run", "meltquench", "--mlip", p.mlip, "--x", repr(p.x), "--quench-rate", repr(p.quench_rate_k_ps),
-        "--seed", str(p.seed), "--formula-units", str(p.formula_units), "--t-melt", repr(p.t_melt_k),
-        "--melt-ps", repr(p.melt_ps), "--t-final", repr(p.t_final_k), "--anneal-ps", repr(p.anneal_ps),
-        "--timestep-fs", repr(p.timestep_fs), "--thermo-every", str(p.thermo_every),
-        "--frame-every", str(p.frame_every), "--checkpoint-dir", str(checkpoint_dir.absolute()),
-        "--elastic" if p.elastic else "--no-elastic", "--in-process",
-    ]  # fmt: skip
+        "run",
+        "meltquench",
+        "--mlip",
+        p.mlip,
+        "--x",
+        repr(p.x),
+        "--quench-rate",
+        repr(p.quench_rate_k_ps),
+        "--seed",
+        str(p.seed),
+        "--formula-units",
+        str(p.formula_units),
+        "--t-melt",
+        repr(p.t_melt_k),
+        "--melt-ps",
+        repr(p.melt_ps),
+        "--t-final",
+        repr(p.t_final_k),
+        "--anneal-ps",
+        repr(p.anneal_ps),
+        "--timestep-fs",
+        repr(p.timestep_fs),
+        "--thermo-every",
+        str(p.thermo_every),
+        "--frame-every",
+        str(p.frame_every),
+        "--checkpoint-dir",
+        str(checkpoint_dir.absolute()),
+        "--elastic" if p.elastic else "--no-elastic",
+        "--in-process",
+    ]
     if p.density_g_cm3 is not None:
         argv += ["--density", repr(p.density_g_cm3)]
     return argv
@@ -162,8 +212,18 @@ def crystal(
     engine = app.engine
     require_schema(engine)
     record = _mlip_record(app, mlip)
-    argv = ["run", "crystal", "--mlip", mlip, "--fmax", repr(fmax), "--steps", str(steps), "--in-process",
-            *[str(p.absolute()) for p in structures]]  # fmt: skip
+    argv = [
+        "run",
+        "crystal",
+        "--mlip",
+        mlip,
+        "--fmax",
+        repr(fmax),
+        "--steps",
+        str(steps),
+        "--in-process",
+        *[str(p.absolute()) for p in structures],
+    ]
     if not in_process and delegate_if_needed(app, record, argv):
         return
     for o in run_crystals(engine, mlip, list(structures), fmax=fmax, steps=steps):

@@ -104,9 +104,14 @@ def _title(fig: Figure, text: str) -> None:
 
 def _legend(fig: Figure, handles: Sequence[Any], labels: Sequence[str], ncols: int) -> None:
     fig.legend(
-        list(handles), list(labels), loc="lower center", bbox_to_anchor=(0.5, 0.0),
-        ncols=ncols, fontsize=8, frameon=False,
-    )  # fmt: skip
+        list(handles),
+        list(labels),
+        loc="lower center",
+        bbox_to_anchor=(0.5, 0.0),
+        ncols=ncols,
+        fontsize=8,
+        frameon=False,
+    )
 
 
 def trend_figure(
@@ -151,9 +156,15 @@ def trend_figure(
         e = exp[exp[Key.prop] == key].sort_values(Key.x)
         if e.empty:
             ax.text(
-                0.5, 0.96, "no experimental data ingested", transform=ax.transAxes,
-                ha="center", va="top", fontsize=8, color="#666666",
-            )  # fmt: skip
+                0.5,
+                0.96,
+                "no experimental data ingested",
+                transform=ax.transAxes,
+                ha="center",
+                va="top",
+                fontsize=8,
+                color="#666666",
+            )
         else:
             h = ax.errorbar(
                 e[Key.x],
@@ -193,9 +204,12 @@ def mae_by_rate_figure(
         for mlip, grp in sub.groupby(Key.mlip, sort=True):
             grp = grp.sort_values(Key.quench_rate)
             ax.plot(
-                grp[Key.quench_rate].map(pos), grp[Key.mae], marker="o",
-                color=colors.get(str(mlip)), label=str(mlip),
-            )  # fmt: skip
+                grp[Key.quench_rate].map(pos),
+                grp[Key.mae],
+                marker="o",
+                color=colors.get(str(mlip)),
+                label=str(mlip),
+            )
         # Evenly spaced rates (a log axis costs more to draw than the rest of the panel).
         ax.set_xticks(range(len(rates)), [f"{r:g}" for r in rates])
         ax.set_xlim(-0.3, len(rates) - 0.7)

@@ -258,13 +258,23 @@ def _trend_section(data: ReportData, done: pd.DataFrame, colors: dict[str, str])
                 )
             )
     s.blocks.append(
-        Table("trends", "Trend values (seed mean and std)", trends, display=_labelled(trends),
-              collapsed=True)
-    )  # fmt: skip
+        Table(
+            "trends",
+            "Trend values (seed mean and std)",
+            trends,
+            display=_labelled(trends),
+            collapsed=True,
+        )
+    )
     s.blocks.append(
-        Table("experiment_trends", "Experimental values per x (mean over sources)", exp,
-              display=_labelled(exp), collapsed=True)
-    )  # fmt: skip
+        Table(
+            "experiment_trends",
+            "Experimental values per x (mean over sources)",
+            exp,
+            display=_labelled(exp),
+            collapsed=True,
+        )
+    )
     return s
 
 
@@ -298,23 +308,33 @@ def _quench_section(done: pd.DataFrame, points: pd.DataFrame, colors: dict[str, 
     by_rate = mx.mae_table(points, by=(Key.mlip, Key.prop, Key.quench_rate))
     if not by_rate.empty:
         wide = by_rate.pivot_table(
-            index=[Key.mlip, Key.prop], columns=Key.quench_rate, values=Key.mae, aggfunc="first",
+            index=[Key.mlip, Key.prop],
+            columns=Key.quench_rate,
+            values=Key.mae,
+            aggfunc="first",
             sort=False,
-        )  # fmt: skip
+        )
         wide.columns = [f"MAE @ {q:g} K/ps" for q in wide.columns]
         s.blocks.append(
-            Table("quench_mae", "MAE per quench rate", by_rate,
-                  display=_labelled(wide.reset_index()))
-        )  # fmt: skip
+            Table(
+                "quench_mae", "MAE per quench rate", by_rate, display=_labelled(wide.reset_index())
+            )
+        )
         png = fig.mae_by_rate_figure(
             by_rate, properties=[str(k) for k in COMPARABLE], colors=colors
         )
         if png is not None:
             s.blocks.append(Figure("quench_mae", "MAE vs quench rate", png))
-    keys = [str(k) for k in (*TREND_PANELS["Density and elastic moduli"],
-                             *TREND_PANELS["P speciation (31P NMR units)"],
-                             *TREND_PANELS["Bridging and non-bridging anions"], Key.na_cn,
-                             *ARTEFACTS)]  # fmt: skip
+    keys = [
+        str(k)
+        for k in (
+            *TREND_PANELS["Density and elastic moduli"],
+            *TREND_PANELS["P speciation (31P NMR units)"],
+            *TREND_PANELS["Bridging and non-bridging anions"],
+            Key.na_cn,
+            *ARTEFACTS,
+        )
+    ]
     values = mx.quench_sensitivity(done, keys=keys)
     display = None
     if not values.empty:
@@ -327,9 +347,12 @@ def _quench_section(done: pd.DataFrame, points: pd.DataFrame, colors: dict[str, 
             ]
         )
         display = cells.pivot_table(
-            index=[Key.mlip, Key.protocol_id, Key.prop, Key.x], columns=Key.quench_rate,
-            values="cell", aggfunc="first", sort=False,
-        )  # fmt: skip
+            index=[Key.mlip, Key.protocol_id, Key.prop, Key.x],
+            columns=Key.quench_rate,
+            values="cell",
+            aggfunc="first",
+            sort=False,
+        )
         display.columns = [f"{q:g} K/ps" for q in display.columns]
         display = _labelled(display.reset_index())
     s.blocks.append(
@@ -367,8 +390,9 @@ def _trace_section(data: ReportData) -> Section:
     )
     if png is not None:
         s.blocks.append(Figure("quench_traces", "P speciation vs temperature", png))
-    s.blocks.append(Table("traces", "Per-frame fractions of the traced runs", traces,
-                          collapsed=True))  # fmt: skip
+    s.blocks.append(
+        Table("traces", "Per-frame fractions of the traced runs", traces, collapsed=True)
+    )
     return s
 
 
@@ -552,9 +576,14 @@ def generate_report(
         and all((out / f).is_file() for f in _files_for(prev_files, formats))
     ):
         return ReportResult(
-            "unchanged", out, fp, formats, _files_for(prev_files, formats),
-            time.perf_counter() - t0, prev_at,
-        )  # fmt: skip
+            "unchanged",
+            out,
+            fp,
+            formats,
+            _files_for(prev_files, formats),
+            time.perf_counter() - t0,
+            prev_at,
+        )
     doc = build_document(data, fingerprint_hex=fp, database=describe(engine))
     files = write_document(doc, out, formats)
     # A reused record keeps the files of formats written earlier for the same data.

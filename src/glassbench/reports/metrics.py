@@ -115,8 +115,16 @@ def mae_points(
     """
     exp = experiment_means(experiment, nan_policy=nan_policy)
     wanted = [str(k) for k in keys if str(k) in set(exp[Key.prop])]
-    cols = [*POINT_KEYS, Key.prop, Key.sim_mean, Key.sim_std, Key.n_seeds, Key.exp_value,
-            Key.exp_uncertainty, Key.error]  # fmt: skip
+    cols = [
+        *POINT_KEYS,
+        Key.prop,
+        Key.sim_mean,
+        Key.sim_std,
+        Key.n_seeds,
+        Key.exp_value,
+        Key.exp_uncertainty,
+        Key.error,
+    ]
     if not wanted:
         return pd.DataFrame(columns=cols)
     stats = seed_stats(runs, keys=wanted, nan_policy=nan_policy)
@@ -251,15 +259,31 @@ def quench_sensitivity(
     stats = stats.assign(_o=stats[Key.prop].map(order)).sort_values(
         [Key.mlip, Key.protocol_id, "_o", Key.x, Key.quench_rate], kind="stable"
     )
-    cols = [Key.mlip, Key.protocol_id, Key.prop, Key.x, Key.quench_rate, Key.sim_mean,
-            Key.sim_std, Key.n_seeds]  # fmt: skip
+    cols = [
+        Key.mlip,
+        Key.protocol_id,
+        Key.prop,
+        Key.x,
+        Key.quench_rate,
+        Key.sim_mean,
+        Key.sim_std,
+        Key.n_seeds,
+    ]
     return stats[cols].reset_index(drop=True)
 
 
 def trace_table(traces: pd.DataFrame, *, keys: Sequence[str]) -> pd.DataFrame:
     """Per-frame fractions of the traced runs in step order (frames without P are dropped)."""
-    cols = [Key.run_id, Key.mlip, Key.x, Key.quench_rate, Key.seed, Key.stage, Key.step,
-            Key.temperature]  # fmt: skip
+    cols = [
+        Key.run_id,
+        Key.mlip,
+        Key.x,
+        Key.quench_rate,
+        Key.seed,
+        Key.stage,
+        Key.step,
+        Key.temperature,
+    ]
     if traces.empty:
         return pd.DataFrame(columns=[*cols, *[str(k) for k in keys]])
     present = [str(k) for k in keys if str(k) in traces.columns]

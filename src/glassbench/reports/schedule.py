@@ -118,8 +118,12 @@ class ReportScheduler:
                 log.warning(
                     "report generation #%d: database %s unavailable (attempt %d: %s); "
                     "retrying in %.1f s",
-                    n, self.database, attempt, _first_line(exc), delay,
-                )  # fmt: skip
+                    n,
+                    self.database,
+                    attempt,
+                    _first_line(exc),
+                    delay,
+                )
                 # Pooled connections may point at a server that went away.
                 self.engine.dispose()
                 if self.stop_event.wait(delay):
@@ -134,13 +138,19 @@ class ReportScheduler:
             if result.status == "unchanged":
                 log.info(
                     "report generation #%d: data unchanged (fingerprint %s), reusing %s",
-                    n, result.fingerprint[:12], result.out_dir,
-                )  # fmt: skip
+                    n,
+                    result.fingerprint[:12],
+                    result.out_dir,
+                )
             else:
                 log.info(
                     "report generation #%d: written to %s in %.2f s (fingerprint %s, %d files)",
-                    n, result.out_dir, result.seconds, result.fingerprint[:12], len(result.files),
-                )  # fmt: skip
+                    n,
+                    result.out_dir,
+                    result.seconds,
+                    result.fingerprint[:12],
+                    len(result.files),
+                )
             return result
         log.info("report generation #%d: stopped before it completed", n)
         return None
@@ -178,5 +188,6 @@ class ReportScheduler:
                 signal.signal(s, h)
             log.info(
                 "report scheduler stopped after %.0f s and %d generation(s)",
-                time.monotonic() - t0, self.generations,
-            )  # fmt: skip
+                time.monotonic() - t0,
+                self.generations,
+            )

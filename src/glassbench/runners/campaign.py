@@ -157,9 +157,13 @@ def make_params(spec: CampaignSpec, mlip: str, x: float, q: float, seed: int) ->
     # Same rule as `glassbench run meltquench`: a ~200-step flush interval on the thermo grid.
     proto.setdefault("flush_every", max(thermo_every, (200 // thermo_every) * thermo_every))
     return MeltQuenchParams(
-        mlip=mlip, x=float(x), quench_rate_k_ps=float(q), seed=int(seed), elastic=spec.elastic,
+        mlip=mlip,
+        x=float(x),
+        quench_rate_k_ps=float(q),
+        seed=int(seed),
+        elastic=spec.elastic,
         **proto,
-    )  # fmt: skip
+    )
 
 
 class _Reader:
@@ -218,8 +222,14 @@ class _Reader:
 
 
 def _tname(v: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-            list: "a list", dict: "a table"}.get(type(v), type(v).__name__)  # fmt: skip
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a table",
+    }.get(type(v), type(v).__name__)
 
 
 def _check(r: _Reader, where: str, v: Any, kind: str) -> Any:
@@ -303,10 +313,19 @@ def parse_spec(data: Mapping[str, Any], path: Path) -> CampaignSpec:
     cluster = _parse_cluster(r)
     ignored = tuple(sorted(_unknown_keys(data, r.used)))
     spec = CampaignSpec(
-        path=path, name=name, mlips=mlips, x=xs, quench_rates_k_ps=rates, seeds=seeds,
-        protocol=proto, elastic=elastic, crystal=tuple(crystal), resources=resources,
-        cluster=cluster, ignored_keys=ignored,
-    )  # fmt: skip
+        path=path,
+        name=name,
+        mlips=mlips,
+        x=xs,
+        quench_rates_k_ps=rates,
+        seeds=seeds,
+        protocol=proto,
+        elastic=elastic,
+        crystal=tuple(crystal),
+        resources=resources,
+        cluster=cluster,
+        ignored_keys=ignored,
+    )
     _check_matrix(spec, r)
     return spec
 
@@ -328,9 +347,13 @@ def _parse_resources(r: _Reader, path: Path) -> Resources:
         ckp = Path(ck) if Path(ck).is_absolute() else (path.parent / ck)
         ckp = ckp.absolute()
     return Resources(
-        threads_per_run=threads, retries=retries, memory=r.value("resources", "memory", "str"),
-        walltime=r.value("resources", "walltime", "str"), stale_after_s=stale, checkpoint_dir=ckp,
-    )  # fmt: skip
+        threads_per_run=threads,
+        retries=retries,
+        memory=r.value("resources", "memory", "str"),
+        walltime=r.value("resources", "walltime", "str"),
+        stale_after_s=stale,
+        checkpoint_dir=ckp,
+    )
 
 
 def _parse_cluster(r: _Reader) -> ClusterSpec:
@@ -346,15 +369,28 @@ def _parse_cluster(r: _Reader) -> ClusterSpec:
     jobs = r.value("cluster", "jobs", "int")
     if jobs is not None and jobs < 1:
         raise r.error("cluster.jobs", "must be >= 1")
-    s = {k: r.value("cluster", k, "str") for k in (
-        "queue", "account", "walltime", "memory", "python", "interface", "local_directory",
-        "log_directory")}  # fmt: skip
+    s = {
+        k: r.value("cluster", k, "str")
+        for k in (
+            "queue",
+            "account",
+            "walltime",
+            "memory",
+            "python",
+            "interface",
+            "local_directory",
+            "log_directory",
+        )
+    }
     return ClusterSpec(
-        kind=kind, processes=processes, jobs=jobs,
+        kind=kind,
+        processes=processes,
+        jobs=jobs,
         job_extra_directives=r.value("cluster", "job_extra_directives", "strlist", default=()),
         job_script_prologue=r.value("cluster", "job_script_prologue", "strlist", default=()),
-        env_resources=r.value("cluster", "env_resources", "bool", default=False), **s,
-    )  # fmt: skip
+        env_resources=r.value("cluster", "env_resources", "bool", default=False),
+        **s,
+    )
 
 
 def _unknown_keys(data: Mapping[str, Any], used: set[str]) -> Iterable[str]:
@@ -384,7 +420,7 @@ def _check_matrix(spec: CampaignSpec, r: _Reader) -> None:
         (p["frame_every"] >= 1, "frame_every", "must be >= 1"),
         (p["relax_steps"] >= 0, "relax_steps", "must be >= 0"),
         (p["density_g_cm3"] is None or p["density_g_cm3"] > 0, "density_g_cm3", "must be > 0"),
-    ]  # fmt: skip
+    ]
     for ok, key, msg in checks:
         if not ok:
             raise r.error(f"protocol.{key}", f"{msg}, got {p[key]!r}")
@@ -414,8 +450,9 @@ def check_mlips(spec: CampaignSpec, engine: Engine) -> dict[str, Any]:
         if name not in rows:
             raise BadInput(
                 f"unknown MLIP {name!r} (register it with `glassbench mlip add`)",
-                source=str(spec.path), where=f"matrix.mlips[{i}]",
-            )  # fmt: skip
+                source=str(spec.path),
+                where=f"matrix.mlips[{i}]",
+            )
     return rows
 
 
@@ -545,10 +582,15 @@ def execute_run(task: RunTask) -> TaskResult:
         calc = _calculator(mlip)
         _limit_threads(task.threads)
         out = run_meltquench(
-            engine, task.params, checkpoint_dir=Path(task.checkpoint_dir), calculator=calc,
-            progress=False, force_claim=False, max_attempts=task.max_attempts,
+            engine,
+            task.params,
+            checkpoint_dir=Path(task.checkpoint_dir),
+            calculator=calc,
+            progress=False,
+            force_claim=False,
+            max_attempts=task.max_attempts,
             stale_after_s=task.stale_after_s,
-        )  # fmt: skip
+        )
     except Exception as exc:  # any failure of one run is reported, never fatal for the pool
         wall = time.perf_counter() - t0
         return TaskResult(task.run_id, "failed", _message(exc), worker_id(), wall)
@@ -588,9 +630,13 @@ def _delegate(python: str, kind: str, payload: str, run_id: int, threads: int) -
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # The payload (with the database URL) goes through stdin, not argv, which `ps` shows.
     proc = subprocess.run(
-        [python, "-m", "glassbench.runners.campaign", kind], input=payload, capture_output=True,
-        text=True, env=env, check=False,
-    )  # fmt: skip
+        [python, "-m", "glassbench.runners.campaign", kind],
+        input=payload,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode == 0 and lines:
         return TaskResult(**json.loads(lines[-1]))
@@ -656,9 +702,11 @@ class LocalExecutor:
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
         return cf.ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_worker_init, initargs=(self.threads,),
-        )  # fmt: skip
+            max_workers=self.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_worker_init,
+            initargs=(self.threads,),
+        )
 
     def submit(self, fn: Callable[[Any], TaskResult], task: Any, resources: WorkerResources) -> Any:
         try:
@@ -707,9 +755,12 @@ class DaskExecutor:
                 self.cluster.scale(jobs=spec.cluster.jobs or workers)
             else:
                 self.cluster = LocalCluster(
-                    n_workers=workers, threads_per_worker=1, processes=True,
-                    dashboard_address=None, memory_limit=spec.resources.memory or "auto",
-                )  # fmt: skip
+                    n_workers=workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                    memory_limit=spec.resources.memory or "auto",
+                )
             self.client = Client(self.cluster)
         self._warned: set[str] = set()
 
@@ -728,8 +779,10 @@ class DaskExecutor:
                 self._warned.add(name)
                 log.warning(
                     "no Dask worker advertises resource %s yet: its tasks wait until one "
-                    "started with --resources \"%s=1\" joins (docs/campaigns.md)", name, name
-                )  # fmt: skip
+                    'started with --resources "%s=1" joins (docs/campaigns.md)',
+                    name,
+                    name,
+                )
 
     def wait_any(self, futures: Iterable[Any], timeout: float | None) -> set[Any]:
         from distributed import wait
@@ -779,14 +832,16 @@ def jobqueue_kwargs(
     if c.kind not in CLUSTER_KINDS:
         raise BadInput(
             'needs a [cluster] section with kind = "slurm" or "pbs"',
-            source=str(spec.path), where="cluster.kind",
-        )  # fmt: skip
+            source=str(spec.path),
+            where="cluster.kind",
+        )
     memory = c.memory or res.memory
     if not memory:
         raise BadInput(
-            "a batch cluster needs the memory per job", source=str(spec.path),
+            "a batch cluster needs the memory per job",
+            source=str(spec.path),
             where="resources.memory",
-        )  # fmt: skip
+        )
     cpus = res.threads_per_run * c.processes
     kw: dict[str, Any] = {
         # One task thread per worker: `cores` sets dask's --nthreads, the batch request
@@ -865,8 +920,11 @@ def absolute_db_url(url: str) -> str:
 
     url = normalize_database_url(url)
     u = sa.engine.make_url(url)
-    if u.get_backend_name() == "sqlite" and u.database and u.database != ":memory:" and not (
-        u.database.startswith("file:") or os.path.isabs(u.database)
+    if (
+        u.get_backend_name() == "sqlite"
+        and u.database
+        and u.database != ":memory:"
+        and not (u.database.startswith("file:") or os.path.isabs(u.database))
     ):
         u = u.set(database=str(Path(u.database).absolute()))
         return u.render_as_string(hide_password=False)
@@ -927,8 +985,11 @@ def run_campaign(
 
     bar = _bar(len(states), done_before, spec.name, progress)
     ex: LocalExecutor | DaskExecutor
-    ex = LocalExecutor(workers, threads) if executor == "local" else DaskExecutor(
-        scheduler=scheduler, workers=workers, spec=spec)  # fmt: skip
+    ex = (
+        LocalExecutor(workers, threads)
+        if executor == "local"
+        else DaskExecutor(scheduler=scheduler, workers=workers, spec=spec)
+    )
     inflight: dict[Any, int] = {}
     watch: set[int] = set()
     finished: set[int] = set()
@@ -938,11 +999,16 @@ def run_campaign(
     def submit(rid: int) -> None:
         st = states[rid]
         task = RunTask(
-            db_url=url, run_id=rid, params=st.params, checkpoint_dir=st.checkpoint_dir,
+            db_url=url,
+            run_id=rid,
+            params=st.params,
+            checkpoint_dir=st.checkpoint_dir,
             # Across concurrent campaigns too, a run is tried at most 1 + retries more times.
-            max_attempts=st.attempts0 + 1 + retries, threads=threads, python=st.python,
+            max_attempts=st.attempts0 + 1 + retries,
+            threads=threads,
+            python=st.python,
             stale_after_s=spec.resources.stale_after_s,
-        )  # fmt: skip
+        )
         res: WorkerResources = None
         if use_env and executor == "dask" and st.python and not same_environment(st.python):
             # Routed to workers of the MLIP's environment, where execute_run runs in-process.
@@ -997,8 +1063,16 @@ def run_campaign(
                     retry_or_give_up(rid, res.message)
             if watch and time.monotonic() - last_poll >= poll_s:
                 last_poll = time.monotonic()
-                _poll_watched(engine, watch, states, spec.resources.stale_after_s, submit,
-                              retry_or_give_up, finished, bar)  # fmt: skip
+                _poll_watched(
+                    engine,
+                    watch,
+                    states,
+                    spec.resources.stale_after_s,
+                    submit,
+                    retry_or_give_up,
+                    finished,
+                    bar,
+                )
     except BaseException:
         bar.close()
         ex.close(cancel=True)
@@ -1010,10 +1084,15 @@ def run_campaign(
 
 
 def _poll_watched(
-    engine: Engine, watch: set[int], states: dict[int, RunState], stale_after_s: float,
-    submit: Callable[[int], None], retry_or_give_up: Callable[[int, str], None],
-    finished: set[int], bar: _Bar,
-) -> None:  # fmt: skip
+    engine: Engine,
+    watch: set[int],
+    states: dict[int, RunState],
+    stale_after_s: float,
+    submit: Callable[[int], None],
+    retry_or_give_up: Callable[[int, str], None],
+    finished: set[int],
+    bar: _Bar,
+) -> None:
     """Runs held by other workers: wait for them, or take them over when their worker is gone."""
     _reap_dead_local_workers(engine, list(watch))
     _reap_stale(engine, list(watch), stale_after_s)
@@ -1105,9 +1184,14 @@ def _reap_stale(engine: Engine, ids: Sequence[int], stale_after_s: float) -> int
 
 
 def _release(
-    engine: Engine, rid: int, owner: str, attempts: int, error: str, *,
+    engine: Engine,
+    rid: int,
+    owner: str,
+    attempts: int,
+    error: str,
+    *,
     older_than: datetime | None = None,
-) -> int:  # fmt: skip
+) -> int:
     """Mark a run held by a gone worker as failed, so that a normal claim can take it over.
 
     One conditional UPDATE on the exact claim (worker and attempt number; and a heartbeat
@@ -1119,8 +1203,12 @@ def _release(
     from glassbench.service import unit_of_work
 
     tbl = Run.__table__  # type: ignore[attr-defined]
-    conds = [tbl.c.id == rid, tbl.c.status == "running", tbl.c.claimed_by == owner,
-             tbl.c.attempts == attempts]  # fmt: skip
+    conds = [
+        tbl.c.id == rid,
+        tbl.c.status == "running",
+        tbl.c.claimed_by == owner,
+        tbl.c.attempts == attempts,
+    ]
     if older_than is not None:
         # Compared in SQL with a typed parameter: drivers store timestamps differently.
         conds.append(sa.or_(tbl.c.heartbeat_at.is_(None), tbl.c.heartbeat_at < older_than))
@@ -1156,8 +1244,14 @@ class _Bar:
         if enabled:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, initial=initial, unit="run", desc=name, file=sys.stderr,
-                            dynamic_ncols=True)  # fmt: skip
+            self.bar = tqdm(
+                total=total,
+                initial=initial,
+                unit="run",
+                desc=name,
+                file=sys.stderr,
+                dynamic_ncols=True,
+            )
 
     def update_done(self) -> None:
         if self.bar is not None:
@@ -1179,9 +1273,14 @@ def _bar(total: int, initial: int, name: str, progress: bool | None) -> _Bar:
 
 
 def _report(
-    spec: CampaignSpec, engine: Engine, states: dict[int, RunState], done_before: int, ran: int,
-    crystal_failures: list[str], wall_s: float,
-) -> CampaignReport:  # fmt: skip
+    spec: CampaignSpec,
+    engine: Engine,
+    states: dict[int, RunState],
+    done_before: int,
+    ran: int,
+    crystal_failures: list[str],
+    wall_s: float,
+) -> CampaignReport:
     rows = _run_rows(engine, list(states))
     counts = {s: 0 for s in STATUSES}
     failures = []
@@ -1190,13 +1289,20 @@ def _report(
         counts[status] += 1
         if status != "done":
             p = st.params
-            failures.append({
-                "mlip": p.mlip, "x": p.x, "quench_rate_k_ps": p.quench_rate_k_ps, "seed": p.seed,
-                "status": status, "attempts": rows[rid]["attempts"],
-                "error": rows[rid]["error"] or st.last_error,
-            })  # fmt: skip
-    return CampaignReport(spec.name, len(states), done_before, ran, counts, failures,
-                          crystal_failures, wall_s)  # fmt: skip
+            failures.append(
+                {
+                    "mlip": p.mlip,
+                    "x": p.x,
+                    "quench_rate_k_ps": p.quench_rate_k_ps,
+                    "seed": p.seed,
+                    "status": status,
+                    "attempts": rows[rid]["attempts"],
+                    "error": rows[rid]["error"] or st.last_error,
+                }
+            )
+    return CampaignReport(
+        spec.name, len(states), done_before, ran, counts, failures, crystal_failures, wall_s
+    )
 
 
 # --- status -----------------------------------------------------------------------------------

@@ -76,13 +76,21 @@ class MeltQuenchParams:
 
     def __post_init__(self) -> None:
         checks: list[tuple[bool, str, str]] = [
-            (self.quench_rate_k_ps > 0 and math.isfinite(self.quench_rate_k_ps), "--quench-rate", "must be > 0"),
+            (
+                self.quench_rate_k_ps > 0 and math.isfinite(self.quench_rate_k_ps),
+                "--quench-rate",
+                "must be > 0",
+            ),
             (self.formula_units >= 1, "--formula-units", "must be >= 1"),
             (self.t_melt_k > self.t_final_k > 0, "--t-melt/--t-final", "need t_melt > t_final > 0"),
             (self.melt_ps >= 0 and self.anneal_ps >= 0, "--melt-ps/--anneal-ps", "must be >= 0"),
             (0 < self.timestep_fs <= 10, "--timestep-fs", "must be in (0, 10]"),
-            (self.thermo_every >= 1 and self.frame_every >= 1, "thermo/frame interval", "must be >= 1"),
-        ]  # fmt: skip
+            (
+                self.thermo_every >= 1 and self.frame_every >= 1,
+                "thermo/frame interval",
+                "must be >= 1",
+            ),
+        ]
         for ok, where, msg in checks:
             if not ok:
                 raise BadInput(msg, source=where)
@@ -115,8 +123,12 @@ class MeltQuenchParams:
         for k in ("mlip", "x", "quench_rate_k_ps", "seed", "flush_every"):
             d.pop(k)
         for k in (
-            "elastic", "elastic_strain", "elastic_fmax", "elastic_max_steps", "elastic_relax_positions"
-        ):  # fmt: skip
+            "elastic",
+            "elastic_strain",
+            "elastic_fmax",
+            "elastic_max_steps",
+            "elastic_relax_positions",
+        ):
             d.pop(k)
         d["thermostat"] = "langevin"
         d["barostat"] = "berendsen"
@@ -187,9 +199,14 @@ def ensure_run(engine: Engine, params: MeltQuenchParams) -> tuple[int, Any]:
 
 
 def claim_run(
-    engine: Engine, run_id: int, *, worker: str, force: bool = False, max_attempts: int | None = None,
+    engine: Engine,
+    run_id: int,
+    *,
+    worker: str,
+    force: bool = False,
+    max_attempts: int | None = None,
     stale_after_s: float = 600.0,
-) -> bool:  # fmt: skip
+) -> bool:
     """Atomically mark a run ``running`` for ``worker``; False if someone else holds it.
 
     A run can be claimed when pending or failed (within ``max_attempts``), or running with a
@@ -386,7 +403,11 @@ def run_meltquench(
     if run_status(engine, run_id) == "done":
         return RunOutcome(run_id, "done", 0, 0.0, message="already done")
     if not claim_run(
-        engine, run_id, worker=worker_id(), force=force_claim, max_attempts=max_attempts,
+        engine,
+        run_id,
+        worker=worker_id(),
+        force=force_claim,
+        max_attempts=max_attempts,
         stale_after_s=stale_after_s,
     ):
         return RunOutcome(
@@ -483,11 +504,20 @@ def _simulate(
         initial = atoms.copy()
         with unit_of_work(engine) as s:
             repos.add_frame(
-                s, run_id, stage="initial", step=0, numbers=initial.numbers, positions=initial.positions,
-                cell=np.asarray(initial.cell), time_ps=0.0, temperature_k=params.t_melt_k,
-                analysis=analyze_frame(initial.numbers, initial.positions, np.asarray(initial.cell), initial.pbc),
+                s,
+                run_id,
+                stage="initial",
+                step=0,
+                numbers=initial.numbers,
+                positions=initial.positions,
+                cell=np.asarray(initial.cell),
+                time_ps=0.0,
+                temperature_k=params.t_melt_k,
+                analysis=analyze_frame(
+                    initial.numbers, initial.positions, np.asarray(initial.cell), initial.pbc
+                ),
                 pbc=initial.pbc,
-            )  # fmt: skip
+            )
             repos.insert_thermo(s, run_id, [_thermo_row(atoms, 0, params.timestep_fs, mass_total)])
     else:
         step = resumed
@@ -508,16 +538,24 @@ def _simulate(
         if stage in ("melt", "quench"):
             if langevin is None:
                 langevin = Langevin(
-                    atoms, dt, temperature_K=params.t_melt_k, friction=params.friction_per_fs / units.fs,
-                    rng=rng, fixcm=False,
-                )  # fmt: skip
+                    atoms,
+                    dt,
+                    temperature_K=params.t_melt_k,
+                    friction=params.friction_per_fs / units.fs,
+                    rng=rng,
+                    fixcm=False,
+                )
             return langevin
         if npt is None:
             npt = NPTBerendsen(
-                atoms, dt, temperature_K=params.t_final_k, pressure_au=params.pressure_gpa * units.GPa,
-                taut=params.taut_fs * units.fs, taup=params.taup_fs * units.fs,
+                atoms,
+                dt,
+                temperature_K=params.t_final_k,
+                pressure_au=params.pressure_gpa * units.GPa,
+                taut=params.taut_fs * units.fs,
+                taup=params.taup_fs * units.fs,
                 compressibility_au=params.compressibility_per_gpa / units.GPa,
-            )  # fmt: skip
+            )
         return npt
 
     def write_buffers() -> None:
@@ -526,11 +564,18 @@ def _simulate(
             for fstep, stage, snap in frame_buf:
                 cell = np.asarray(snap.cell)
                 repos.add_frame(
-                    s, run_id, stage=stage, step=fstep, numbers=snap.numbers, positions=snap.positions,
-                    cell=cell, pbc=snap.pbc, time_ps=fstep * params.timestep_fs / 1000.0,
+                    s,
+                    run_id,
+                    stage=stage,
+                    step=fstep,
+                    numbers=snap.numbers,
+                    positions=snap.positions,
+                    cell=cell,
+                    pbc=snap.pbc,
+                    time_ps=fstep * params.timestep_fs / 1000.0,
                     temperature_k=params.target_temperature(fstep),
                     analysis=analyze_frame(snap.numbers, snap.positions, cell, snap.pbc),
-                )  # fmt: skip
+                )
             s.execute(
                 sa.text("UPDATE run SET heartbeat_at = :t WHERE id = :i"),
                 {"t": utcnow(), "i": run_id},
@@ -588,12 +633,17 @@ def _finish(
 
     def read_density() -> list[Any]:
         with engine.connect() as c:
-            return list(c.execute(
-                sa.text(
-                    "SELECT density_g_cm3 FROM thermo WHERE run_id = :i AND step > :s ORDER BY step"
-                ),
-                {"i": run_id, "s": params.melt_steps + params.quench_steps + params.anneal_steps // 2},
-            ).fetchall())  # fmt: skip
+            return list(
+                c.execute(
+                    sa.text(
+                        "SELECT density_g_cm3 FROM thermo WHERE run_id = :i AND step > :s ORDER BY step"
+                    ),
+                    {
+                        "i": run_id,
+                        "s": params.melt_steps + params.quench_steps + params.anneal_steps // 2,
+                    },
+                ).fetchall()
+            )
 
     rows = retry_db(read_density, url=_url(engine), what=f"run {run_id}: read thermo", log=log)
     dens = np.array([r[0] for r in rows if r[0] is not None], dtype=float)
@@ -606,24 +656,39 @@ def _finish(
         from glassbench.runners.elastic import elastic_moduli
 
         elastic = elastic_moduli(
-            atoms.copy(), calc, strain=params.elastic_strain, fmax=params.elastic_fmax,
-            max_steps=params.elastic_max_steps, relax_positions=params.elastic_relax_positions,
-        )  # fmt: skip
+            atoms.copy(),
+            calc,
+            strain=params.elastic_strain,
+            fmax=params.elastic_fmax,
+            max_steps=params.elastic_max_steps,
+            relax_positions=params.elastic_relax_positions,
+        )
     final = atoms.copy()
     cell = np.asarray(final.cell)
 
     def write_final() -> None:
         with unit_of_work(engine) as s:
             repos.add_frame(
-                s, run_id, stage="final", step=params.total_steps, numbers=final.numbers,
-                positions=final.positions, cell=cell, pbc=final.pbc,
-                time_ps=params.total_steps * params.timestep_fs / 1000.0, temperature_k=params.t_final_k,
+                s,
+                run_id,
+                stage="final",
+                step=params.total_steps,
+                numbers=final.numbers,
+                positions=final.positions,
+                cell=cell,
+                pbc=final.pbc,
+                time_ps=params.total_steps * params.timestep_fs / 1000.0,
+                temperature_k=params.t_final_k,
                 analysis=analyze_frame(final.numbers, final.positions, cell, final.pbc),
-            )  # fmt: skip
+            )
             repos.set_property(
-                s, run_id, "density_g_cm3", mean, stderr=None if math.isnan(sem) else sem,
+                s,
+                run_id,
+                "density_g_cm3",
+                mean,
+                stderr=None if math.isnan(sem) else sem,
                 method=f"block mean over the last half of the NPT anneal ({dens.size} samples)",
-            )  # fmt: skip
+            )
             if elastic is not None:
                 method = elastic.method
                 if params.elastic_relax_positions and not elastic.converged:

@@ -118,13 +118,21 @@ def retry_db(
             if out_of_attempts or out_of_time:
                 logger.error(
                     "%s%s failed %d time(s) over %.1f s; giving up: %s",
-                    what, where, failures, elapsed, mask_url(_first_line(exc)),
-                )  # fmt: skip
+                    what,
+                    where,
+                    failures,
+                    elapsed,
+                    mask_url(_first_line(exc)),
+                )
                 raise
             logger.warning(
                 "%s%s: database unavailable (%s); retry %d in %.1f s",
-                what, where, mask_url(_first_line(exc)), failures, wait,
-            )  # fmt: skip
+                what,
+                where,
+                mask_url(_first_line(exc)),
+                failures,
+                wait,
+            )
             sleep(wait)
             delay = min(delay * 2.0, max_delay_s)
             continue
