@@ -1,7 +1,7 @@
 """Database writes of a campaign: how many concurrent workers one database serves.
 
 Each worker process plays a melt-quench runner without the MD: it creates and claims its runs
-(``run_key_id`` + the runner's atomic claim), then writes flushes exactly as the runner does,
+(``service.runs.ensure`` + the run store's atomic claim), then writes flushes exactly as the runner does,
 through the real repositories and one ``unit_of_work`` per flush:
 
 - 200 thermo rows (``repos.insert_thermo``: executemany with ON CONFLICT DO NOTHING, or COPY
@@ -97,10 +97,9 @@ def _worker(
     url: str, index: int, runs: int, flushes: int, mode: str, barrier: Any, out: Any
 ) -> None:
     from glassbench.analysis import analyze_frame
-    from glassbench.runners.meltquench import claim_run, worker_id
     from glassbench.runners.structure import random_glass
-    from glassbench.schema.models import utcnow
     from glassbench.service import repos, unit_of_work
+    from glassbench.service import runs as run_store
     from glassbench.service.db import make_engine
 
     atoms = random_glass(1.0, 8, seed=index)
@@ -120,7 +119,7 @@ def _worker(
             assert mid is not None
             cid = repos.composition_id(s, 1.0)
             pid = repos.protocol_id(s, {"benchmark": "campaign_writes"})
-            rid = repos.run_key_id(
+            rid = run_store.ensure(
                 s,
                 mlip_id=mid,
                 composition_id=cid,
@@ -128,7 +127,7 @@ def _worker(
                 seed=index * 1000 + r,
                 protocol_id=pid,
             )
-        assert claim_run(engine, rid, worker=worker_id())
+        assert run_store.claim(engine, rid, worker=run_store.worker_id())
         for f in range(flushes):
             t = time.perf_counter()
             base = f * FLUSH_STEPS
@@ -162,16 +161,10 @@ def _worker(
                     temperature_k=1000.0,
                     analysis=analysis,
                 )
-                s.execute(
-                    sa.text("UPDATE run SET heartbeat_at = :t WHERE id = :i"),
-                    {"t": utcnow(), "i": rid},
-                )
+                run_store.heartbeat(s, rid)
             lat.append(time.perf_counter() - t)
         with unit_of_work(engine) as s:
-            s.execute(
-                sa.text("UPDATE run SET status = 'done', finished_at = :t WHERE id = :i"),
-                {"t": utcnow(), "i": rid},
-            )
+            run_store.finish(s, rid)
     end = time.perf_counter()
     cpu = time.process_time() - c0
     engine.dispose()

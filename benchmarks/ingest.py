@@ -122,8 +122,8 @@ def bench_thermo(base_url: str, n_rows: int, repeat: int, tmp: Path) -> dict[str
         composition_id,
         get_mlip,
         protocol_id,
-        run_key_id,
     )
+    from glassbench.service.runs import ensure as run_key_id
 
     rows = make_thermo_rows(n_rows)
     cols = ("run_id", *THERMO_COLUMNS)

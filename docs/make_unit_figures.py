@@ -380,7 +380,7 @@ def bonds(unit: Unit) -> list[tuple[int, int]]:
 
 
 def atom_labels(unit: Unit, bond_list: list[tuple[int, int]]) -> dict[int, str]:
-    """Per-atom class labels for the picture, derived from the bonds with DESIGN.md's rules
+    """Per-atom class labels for the picture, derived from the bonds with the rules of docs/speciation.md
     (the totals are checked against `analyze_frame`, which only returns counts)."""
     sym = unit.symbols
     nb: dict[int, list[int]] = {i: [] for i in range(len(sym))}

@@ -11,6 +11,8 @@ ELEMENTS = ("Na", "P", "S", "O")
 ATOMIC_NUMBERS = {"Na": 11, "P": 15, "S": 16, "O": 8}
 MASSES_AMU = {"Na": 22.98976928, "P": 30.973762, "S": 32.06, "O": 15.999}
 X_RANGE = (0.0, 7.0)
+# 1 amu/A^3 in g/cm^3 (CODATA 2018 atomic mass constant, 1.66053906660e-24 g, over 1e-24 cm^3).
+AMU_PER_A3_TO_G_CM3 = 1.66053906660
 
 
 def per_formula_unit(x: float, family: str = FAMILY) -> dict[str, float]:
@@ -69,5 +71,11 @@ def check_counts(counts: Mapping[str, int], x: float, family: str = FAMILY) -> i
 
 
 def density_g_cm3(symbol_counts: Mapping[str, int], volume_a3: float) -> float:
+    """Mass density of ``symbol_counts`` atoms in ``volume_a3`` cubic angstrom."""
     mass_amu = sum(MASSES_AMU[el] * c for el, c in symbol_counts.items())
-    return mass_amu * 1.66053906660 / volume_a3
+    return mass_density_g_cm3(mass_amu, volume_a3)
+
+
+def mass_density_g_cm3(mass_amu: float, volume_a3: float) -> float:
+    """Mass density of ``mass_amu`` in ``volume_a3`` cubic angstrom."""
+    return mass_amu * AMU_PER_A3_TO_G_CM3 / volume_a3

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from glassbench import __version__
+from glassbench.errors import GlassbenchError
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -35,8 +36,50 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# Library errors name fields; where a field came from a command-line option the user typed the
+# flag, so messages on the command line say the flag. Only parameters (no source file) map.
+FLAG_OF_FIELD: dict[str, str] = {
+    "mlip": "--mlip",
+    "x": "--x",
+    "quench_rate_k_ps": "--quench-rate",
+    "seed": "--seed",
+    "formula_units": "--formula-units",
+    "x/formula_units": "--x/--formula-units",
+    "executor": "--executor",
+    "database_url": "--db",
+    "type_map": "--type-map",
+    "cutoffs": "--cutoff",
+    "stage": "--stage",
+    "scheduler": "--scheduler",
+}
+
+
+class CliError(click.ClickException):
+    """A :class:`~glassbench.errors.GlassbenchError` as click shows it (``Error: ...``)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def to_click(exc: GlassbenchError) -> CliError:
+    """The one mapping from library errors to exit statuses and flag names."""
+    from glassbench.settings import mask_url
+
+    label = None
+    if exc.field and not exc.source and not exc.where:
+        label = FLAG_OF_FIELD.get(exc.field)
+    return CliError(mask_url(exc.render(label)), exc.exit_code)
+
+
 class LazyGroup(click.Group):
     """A group that imports a sub-command's module only when that sub-command is needed."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except GlassbenchError as exc:
+            raise to_click(exc) from exc
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
@@ -77,7 +120,7 @@ class AppContext:
             except Exception as exc:  # pydantic validation of --db / env
                 from glassbench.errors import BadInput
 
-                raise BadInput(f"invalid database URL: {exc}", source="--db") from None
+                raise BadInput(f"invalid database URL: {exc}", field="database_url") from None
         return self._settings
 
     @property
@@ -129,6 +172,9 @@ def main(argv: list[str] | None = None) -> Any:
     except click.exceptions.Abort:
         click.echo("Aborted!", err=True)
         sys.exit(1)
+    except GlassbenchError as exc:
+        to_click(exc).show()
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

@@ -219,7 +219,9 @@ def test_status_before_any_run_counts_all_missing(registered: Cli, tmp_path: Pat
 def test_status_sees_runs_and_failures(registered: Cli, engine: Any, tmp_path: Path) -> None:
     import sqlalchemy as sa
 
-    from glassbench.runners.meltquench import claim_run, ensure_run, mark_failed
+    from glassbench.runners.meltquench import ensure_run
+    from glassbench.service.runs import claim as claim_run
+    from glassbench.service.runs import fail as mark_failed
 
     spec = load_spec(write_spec(tmp_path / "s.toml", mlips=["chgnet-pbe", "chgnet-r2scan"]))
     p = spec.params()

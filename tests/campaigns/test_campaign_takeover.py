@@ -12,13 +12,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from glassbench.runners.campaign import (
-    _reap_dead_local_workers,
-    _reap_stale,
-    _release,
-    load_spec,
-)
-from glassbench.runners.meltquench import claim_run, ensure_run
+from glassbench.runners.campaign import load_spec
+from glassbench.runners.meltquench import ensure_run
+from glassbench.service.runs import claim as claim_run
+from glassbench.service.runs import release
+from glassbench.service.runs import release_dead_local_workers as _reap_dead_local_workers
+from glassbench.service.runs import release_stale as _reap_stale
 from tests.campaigns.conftest import write_spec
 from tests.conftest import Cli
 
@@ -88,5 +87,5 @@ def test_release_is_a_no_op_once_the_run_was_claimed_again(
     with engine.begin() as c:  # ...but meanwhile taken over (attempt 2)
         c.execute(sa.text("UPDATE run SET status = 'failed' WHERE id = :i"), {"i": rid})
     assert claim_run(engine, rid, worker="a:1")
-    assert _release(engine, rid, "a:1", 1, "stale") == 0
+    assert release(engine, rid, owner="a:1", attempts=1, error="stale") == 0
     assert _row(engine, rid) == {"status": "running", "attempts": 2, "error": None}

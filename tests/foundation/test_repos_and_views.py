@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from glassbench.schema import unpack_array
-from glassbench.service import repos, unit_of_work
+from glassbench.service import repos, runs, unit_of_work
 from tests.conftest import table_counts
 
 
@@ -22,7 +22,7 @@ def _mlip(session: Any, name: str = "m1") -> int:
 def _run(session: Any, mlip: str, x: float, seed: int, rate: float = 5.0) -> int:
     mid = repos.get_mlip(session, mlip).id
     assert mid is not None
-    return repos.run_key_id(
+    return runs.ensure(
         session,
         mlip_id=mid,
         composition_id=repos.composition_id(session, x),

@@ -1,6 +1,6 @@
 """Speciation of Na-P-S-O glasses from one neighbour search per frame.
 
-Definitions are those of DESIGN.md "Structural analysis — definitions". Every count is a
+Definitions are those of docs/speciation.md. Every count is a
 count of *contacts* found through periodic images, so an atom bonded twice to the same
 neighbour through two different images (possible only in cells smaller than twice a cutoff)
 has two neighbours, as it does in the infinite crystal.

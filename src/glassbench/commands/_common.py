@@ -13,7 +13,7 @@ import click
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from glassbench.errors import Failure
+from glassbench.errors import Failure, first_line
 
 
 def require_schema(engine: Engine) -> None:
@@ -24,7 +24,7 @@ def require_schema(engine: Engine) -> None:
     try:
         current = current_revision(engine)
     except OperationalError as exc:
-        raise Failure(f"cannot open database {describe(engine)}: {_first_line(exc)}") from None
+        raise Failure(f"cannot open database {describe(engine)}: {first_line(exc)}") from None
     head = head_revision(engine)
     if current is None:
         raise Failure(
@@ -37,16 +37,10 @@ def require_schema(engine: Engine) -> None:
         )
 
 
-def _first_line(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None)
-    text = str(orig if orig is not None else exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def db_error(exc: OperationalError | ProgrammingError, engine: Engine) -> Failure:
     from glassbench.service import describe
 
-    return Failure(f"database error on {describe(engine)}: {_first_line(exc)}")
+    return Failure(f"database error on {describe(engine)}: {first_line(exc)}")
 
 
 def _cell(v: Any) -> str:

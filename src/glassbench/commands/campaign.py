@@ -10,7 +10,7 @@ import click
 
 from glassbench.cli import AppContext, pass_app
 from glassbench.commands._common import FORMAT_OPTION, format_rows, require_schema
-from glassbench.errors import BadInput, Failure
+from glassbench.errors import BadInput, Failure, first_line
 
 SPEC_ARG = click.argument("spec", type=click.Path(path_type=Path, dir_okay=False))
 
@@ -112,14 +112,10 @@ def run(
     for f in report.failures:
         lines.append(
             f"  {f['mlip']} x={f['x']:g} q={f['quench_rate_k_ps']:g} seed={f['seed']}: "
-            f"{f['status']} after {f['attempts']} attempt(s): {_first_line(f['error'])}"
+            f"{f['status']} after {f['attempts']} attempt(s): {first_line(f['error']) or '-'}"
         )
     lines += [f"  crystal volumes {c}" for c in report.crystal_failures]
     raise Failure("\n".join(lines))
-
-
-def _first_line(text: str | None) -> str:
-    return (text or "").strip().splitlines()[0] if (text or "").strip() else "-"
 
 
 @cli.command("status")
@@ -139,7 +135,8 @@ def status(app: AppContext, spec: Path, fmt: str) -> None:
     failed = [r for r in records if r.status == "failed"]
     fcols = ["mlip", "x", "quench_rate_k_ps", "seed", "attempts", "error"]
     frows = [
-        [r.mlip, r.x, r.quench_rate_k_ps, r.seed, r.attempts, _first_line(r.error)] for r in failed
+        [r.mlip, r.x, r.quench_rate_k_ps, r.seed, r.attempts, first_line(r.error) or "-"]
+        for r in failed
     ]
     if fmt == "json":
         totals = {s: sum(1 for r in records if r.status == s) for s in cols[3:]}

@@ -27,8 +27,9 @@ from numpy.typing import NDArray
 from sqlmodel import Session, select
 
 from glassbench.chemistry import ELEMENTS, check_counts, per_formula_unit
-from glassbench.schema import Run, Thermo
-from glassbench.schema.models import FRAME_STAGES, utcnow
+from glassbench.schema import Run, RunStatus, Thermo
+from glassbench.schema.models import FRAME_STAGES
+from glassbench.service import runs
 from glassbench.service.repos import (
     THERMO_COLUMNS,
     BadRows,
@@ -38,7 +39,6 @@ from glassbench.service.repos import (
     get_mlip,
     insert_thermo,
     protocol_id,
-    run_key_id,
     set_property,
 )
 from glassbench.service.repos import add_frames as write_frames
@@ -123,7 +123,7 @@ def open_run(
 
     cid = composition_id(session, key.x)
     pid = protocol_id(session, dict(key.protocol), kind=key.protocol_kind)
-    run_id = run_key_id(
+    run_id = runs.ensure(
         session,
         mlip_id=mlip_id,
         composition_id=cid,
@@ -143,7 +143,7 @@ def open_run(
     row = session.exec(stmt).one()
     if row.content_hash == content_hash:
         return RunSlot(run_id, "unchanged")
-    has_data = row.content_hash is not None or row.status != "pending"
+    has_data = row.content_hash is not None or row.status != RunStatus.PENDING
     if has_data and not replace:
         raise RunExists(run_id, row.content_hash, row.source)
     clear_run_data(session, run_id)
@@ -177,24 +177,15 @@ def finish_run(
     content_hash: str | None,
     n_atoms: int | None,
     software: Mapping[str, Any] | None = None,
-    status: str = "done",
 ) -> None:
-    """Mark the run finished with its provenance (the caller's commit makes it visible)."""
-    from glassbench.service.repos import canonical_json
-
-    now = utcnow()
-    session.execute(
-        sa.update(Run)
-        .where(Run.id == run_id)  # type: ignore[arg-type]
-        .values(
-            status=status,
-            source=source,
-            content_hash=content_hash,
-            n_atoms=n_atoms,
-            error=None,
-            finished_at=now,
-            software_json=canonical_json(software) if software else None,
-        )
+    """Mark the ingested run done with its provenance (the caller's commit makes it visible)."""
+    runs.finish(
+        session,
+        run_id,
+        source=source,
+        content_hash=content_hash,
+        n_atoms=n_atoms,
+        software=software,
     )
 
 
@@ -482,12 +473,15 @@ def thermo_tail_mean(
     *,
     tail_fraction: float = DENSITY_TAIL_FRACTION,
     n_blocks: int = DENSITY_BLOCKS,
+    step_from: int | None = None,
 ) -> TailMean | None:
-    """Mean of a thermo column over the last ``tail_fraction`` of its step range.
+    """Mean of a thermo column over a window at the end of its series.
 
-    The stderr comes from the spread of ``n_blocks`` consecutive block means (consecutive MD
-    samples are correlated, so the naive std/sqrt(n) would understate it). Aggregated in SQL:
-    only ``n_blocks`` rows come back, however long the series.
+    The window starts at ``step_from`` when given (the runner knows where its anneal starts),
+    else it is the last ``tail_fraction`` of the step range (an ingested log's protocol is
+    unknown). The stderr comes from the spread of ``n_blocks`` consecutive block means
+    (consecutive MD samples are correlated, so the naive std/sqrt(n) would understate it).
+    Aggregated in SQL: only ``n_blocks`` rows come back, however long the series.
     """
     if column not in THERMO_COLUMNS or column in ("step", "time_ps"):
         raise ValueError(f"not a thermo quantity: {column!r}")
@@ -500,7 +494,12 @@ def thermo_tail_mean(
     if lo is None:
         return None
     lo, hi = int(lo), int(hi)
-    start = hi - math.floor((hi - lo) * tail_fraction)
+    if step_from is None:
+        start = hi - math.floor((hi - lo) * tail_fraction)
+    else:
+        start = max(int(step_from), lo)
+    if start > hi:
+        return None
     span = hi - start + 1
     # Integer block index in [0, n_blocks): the same arithmetic on SQLite and PostgreSQL.
     # `//` renders integer floor division on both (`/` is true division in SQLAlchemy 2 and
@@ -521,12 +520,26 @@ def thermo_tail_mean(
 
 
 def store_density(
-    session: Session, run_id: int, *, tail_fraction: float = DENSITY_TAIL_FRACTION
+    session: Session,
+    run_id: int,
+    *,
+    tail_fraction: float = DENSITY_TAIL_FRACTION,
+    step_from: int | None = None,
+    window: str | None = None,
 ) -> TailMean | None:
-    """Set property ``density_g_cm3`` from the thermo series, if it has densities."""
-    est = thermo_tail_mean(session, run_id, "density_g_cm3", tail_fraction=tail_fraction)
+    """Set property ``density_g_cm3`` from the thermo series, if it has densities.
+
+    The one density estimator of glassbench (runner and ingests alike): a block mean of the
+    thermo density over a window at the end of the run (see :func:`thermo_tail_mean`); the
+    window is written into the property's ``method`` and ``details``.
+    """
+    est = thermo_tail_mean(
+        session, run_id, "density_g_cm3", tail_fraction=tail_fraction, step_from=step_from
+    )
     if est is None:
         return None
+    if window is None:
+        window = f"the last {tail_fraction:.0%} of steps"
     set_property(
         session,
         run_id,
@@ -534,13 +547,14 @@ def store_density(
         est.value,
         stderr=est.stderr,
         method=(
-            f"mean of thermo density over the last {tail_fraction:.0%} of steps "
+            f"mean of thermo density over {window} "
             f"({est.step_from}-{est.step_to}, {est.n_rows} rows); "
             f"stderr from {est.n_blocks} block means"
         ),
         details={
             "source": "thermo.density_g_cm3",
-            "tail_fraction": tail_fraction,
+            "window": window,
+            "tail_fraction": None if step_from is not None else tail_fraction,
             "step_from": est.step_from,
             "step_to": est.step_to,
             "n_rows": est.n_rows,
@@ -628,7 +642,7 @@ def ingest_run(
                     session, key, source=source, content_hash=content_hash, replace=replace
                 )
             except NotFound as exc:
-                raise BadInput(str(exc).strip("'\""), source="--mlip") from None
+                raise BadInput(str(exc).strip("'\""), field="mlip") from None
             except RunExists as exc:
                 raise BadInput(
                     f"run {exc.run_id} ({key.describe()}) already holds other data "
@@ -666,14 +680,14 @@ def validate_key(*, x: float, quench_rate_k_ps: float, seed: int) -> None:
 
     if not math.isfinite(quench_rate_k_ps) or quench_rate_k_ps <= 0:
         raise BadInput(
-            f"must be a positive number of K/ps, got {quench_rate_k_ps:g}", source="--quench-rate"
+            f"must be a positive number of K/ps, got {quench_rate_k_ps:g}", field="quench_rate_k_ps"
         )
     try:
         per_formula_unit(x)
     except ValueError as exc:
-        raise BadInput(str(exc), source="--x") from None
+        raise BadInput(str(exc), field="x") from None
     if not -(2**63) <= seed < 2**63:
-        raise BadInput("out of range", source="--seed")
+        raise BadInput("out of range", field="seed")
 
 
 @contextlib.contextmanager

@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 
+from glassbench.errors import first_line
 from glassbench.reports.generate import ReportResult
 
 log = logging.getLogger(__name__)
@@ -42,12 +43,6 @@ class Backoff:
         while True:
             yield delay
             delay = min(delay * self.factor, self.max_s)
-
-
-def _first_line(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None)
-    text = str(orig if orig is not None else exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _is_outage(exc: BaseException) -> bool:
@@ -112,7 +107,7 @@ class ReportScheduler:
                 return None
             except Exception as exc:
                 if not _is_outage(exc):
-                    log.exception("report generation #%d failed: %s", n, _first_line(exc))
+                    log.exception("report generation #%d failed: %s", n, first_line(exc))
                     return None
                 delay = next(delays)
                 log.warning(
@@ -121,7 +116,7 @@ class ReportScheduler:
                     n,
                     self.database,
                     attempt,
-                    _first_line(exc),
+                    first_line(exc),
                     delay,
                 )
                 # Pooled connections may point at a server that went away.

@@ -25,14 +25,12 @@ import logging
 import math
 import multiprocessing
 import os
-import socket
 import subprocess
 import sys
 import time
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +39,8 @@ from sqlalchemy.engine import Engine
 
 from glassbench.errors import BadInput, Failure
 from glassbench.runners.meltquench import MeltQuenchParams
+from glassbench.schema import RunStatus
+from glassbench.service import runs
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,15 @@ CLUSTER_KINDS = ("slurm", "pbs")
 DEFAULT_RETRIES = 1
 DEFAULT_STALE_AFTER_S = 600.0
 # Status vocabulary of `campaign status`: the run table's, plus runs not created yet.
-STATUSES = ("done", "running", "pending", "failed", "missing")
+# The run statuses in the order tables show them, and ``missing``: in the matrix, not created yet.
+MISSING = "missing"
+STATUSES = (
+    RunStatus.DONE.value,
+    RunStatus.RUNNING.value,
+    RunStatus.PENDING.value,
+    RunStatus.FAILED.value,
+    MISSING,
+)
 
 # Spec keys derive from MeltQuenchParams, so a parameter added to the runner is accepted at
 # once: [protocol] takes every field outside the run key except the elastic ones, which go
@@ -566,7 +574,7 @@ def _worker_init(threads: int) -> None:
 
 def execute_run(task: RunTask) -> TaskResult:
     """Claim and run one melt-quench run (the task function of both executors)."""
-    from glassbench.runners.meltquench import run_meltquench, worker_id
+    from glassbench.runners.meltquench import run_meltquench
 
     t0 = time.perf_counter()
     _limit_threads(task.threads)
@@ -576,8 +584,8 @@ def execute_run(task: RunTask) -> TaskResult:
     engine = _engine(task.db_url)
     try:
         # Cheap check first: a finished run must not cost a model load.
-        if _status(engine, task.run_id) == "done":
-            return TaskResult(task.run_id, "already-done", worker=worker_id())
+        if runs.status(engine, task.run_id) is RunStatus.DONE:
+            return TaskResult(task.run_id, "already-done", worker=runs.worker_id())
         mlip = _mlip(engine, task.params.mlip)
         calc = _calculator(mlip)
         _limit_threads(task.threads)
@@ -593,18 +601,17 @@ def execute_run(task: RunTask) -> TaskResult:
         )
     except Exception as exc:  # any failure of one run is reported, never fatal for the pool
         wall = time.perf_counter() - t0
-        return TaskResult(task.run_id, "failed", _message(exc), worker_id(), wall)
+        return TaskResult(task.run_id, "failed", _message(exc), runs.worker_id(), wall)
     if out.message == "already done":
-        return TaskResult(task.run_id, "already-done", worker=worker_id())
-    if out.status == "done" and out.steps > 0:
-        return TaskResult(task.run_id, "ran", worker=worker_id(), wall_s=out.wall_s)
-    return TaskResult(task.run_id, "busy", out.message, worker_id())
+        return TaskResult(task.run_id, "already-done", worker=runs.worker_id())
+    if out.status == RunStatus.DONE and out.steps > 0:
+        return TaskResult(task.run_id, "ran", worker=runs.worker_id(), wall_s=out.wall_s)
+    return TaskResult(task.run_id, "busy", out.message, runs.worker_id())
 
 
 def execute_crystals(task: CrystalTask) -> TaskResult:
     """Relax the spec's crystals with one MLIP (idempotent upserts; results per MLIP)."""
     from glassbench.runners.crystal_run import run_crystals
-    from glassbench.runners.meltquench import worker_id
 
     _limit_threads(task.threads)
     if not same_environment(task.python):
@@ -617,8 +624,8 @@ def execute_crystals(task: CrystalTask) -> TaskResult:
         _limit_threads(task.threads)
         run_crystals(engine, task.mlip, [Path(f) for f in task.files], calculator=calc)
     except Exception as exc:  # reported per MLIP, never fatal for the pool
-        return TaskResult(-1, "failed", _message(exc), worker_id(), time.perf_counter() - t0)
-    return TaskResult(-1, "ran", worker=worker_id(), wall_s=time.perf_counter() - t0)
+        return TaskResult(-1, "failed", _message(exc), runs.worker_id(), time.perf_counter() - t0)
+    return TaskResult(-1, "ran", worker=runs.worker_id(), wall_s=time.perf_counter() - t0)
 
 
 def _delegate(python: str, kind: str, payload: str, run_id: int, threads: int) -> TaskResult:
@@ -677,14 +684,8 @@ def _mlip(engine: Engine, name: str) -> Any:
 
 def _message(exc: BaseException) -> str:
     if isinstance(exc, BadInput | Failure):
-        return exc.format_message()
+        return str(exc)
     return f"{type(exc).__name__}: {exc}"
-
-
-def _status(engine: Engine, run_id: int) -> str:
-    with engine.connect() as c:
-        row = c.execute(sa.text("SELECT status FROM run WHERE id = :i"), {"i": run_id})
-        return str(row.scalar_one())
 
 
 # --- executors ------------------------------------------------------------------------------
@@ -897,7 +898,7 @@ class CampaignReport:
 
     @property
     def ok(self) -> bool:
-        return self.counts.get("done", 0) == self.total and not self.crystal_failures
+        return self.counts.get(RunStatus.DONE, 0) == self.total and not self.crystal_failures
 
     def summary(self) -> str:
         parts = [f"{self.counts.get(s, 0)} {s}" for s in STATUSES if self.counts.get(s, 0)]
@@ -950,7 +951,7 @@ def run_campaign(
 
     t0 = time.perf_counter()
     if executor not in EXECUTORS:
-        raise BadInput(f"unknown executor {executor!r}", source="--executor")
+        raise BadInput(f"unknown executor {executor!r}", field="executor")
     mlips = check_mlips(spec, engine)
     url = absolute_db_url(db_url)
     retries = spec.resources.retries if retries is None else retries
@@ -964,15 +965,15 @@ def run_campaign(
     for p in spec.params():
         rid, _ = ensure_run(engine, p)
         states[rid] = RunState(p, rid, mlips[p.mlip].python, 0)
-    _reap_dead_local_workers(engine, list(states))
-    rows = _run_rows(engine, list(states))
+    runs.release_dead_local_workers(engine, list(states))
+    rows = runs.rows(engine, list(states))
     for rid, row in rows.items():
-        states[rid].attempts0 = int(row["attempts"])
+        states[rid].attempts0 = row.attempts
         # Checkpoints are per run *row*: a database deleted and recreated under the same URL
         # reuses run ids, and a stale final-step checkpoint would "finish" a new run at once.
-        ident = f"{rid}|{row['created_at']}"
+        ident = f"{rid}|{row.created_at}"
         states[rid].checkpoint_dir = str(ckdir / hashlib.sha256(ident.encode()).hexdigest()[:16])
-    todo = [rid for rid in states if rows[rid]["status"] != "done"]
+    todo = [rid for rid in states if rows[rid].status is not RunStatus.DONE]
     done_before = len(states) - len(todo)
 
     crystal_work = {
@@ -1094,18 +1095,18 @@ def _poll_watched(
     bar: _Bar,
 ) -> None:
     """Runs held by other workers: wait for them, or take them over when their worker is gone."""
-    _reap_dead_local_workers(engine, list(watch))
-    _reap_stale(engine, list(watch), stale_after_s)
-    rows = _run_rows(engine, list(watch))
+    runs.release_dead_local_workers(engine, list(watch))
+    runs.release_stale(engine, list(watch), stale_after_s)
+    rows = runs.rows(engine, list(watch))
     for rid in list(watch):
         row = rows[rid]
-        if row["status"] == "done":
+        if row.status is RunStatus.DONE:
             watch.discard(rid)
             finished.add(rid)
             bar.update_done()
-        elif row["status"] in ("failed", "pending"):
+        elif row.status in (RunStatus.FAILED, RunStatus.PENDING):
             watch.discard(rid)
-            retry_or_give_up(rid, row["error"] or states[rid].last_error)
+            retry_or_give_up(rid, row.error or states[rid].last_error)
 
 
 def _result(fut: Any, rid: int) -> TaskResult:
@@ -1116,108 +1117,6 @@ def _result(fut: Any, rid: int) -> TaskResult:
         return TaskResult(rid, "lost", f"{type(exc).__name__}: {exc}")
     assert isinstance(res, TaskResult)
     return res
-
-
-def _run_rows(engine: Engine, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
-    if not ids:
-        return {}
-    out: dict[int, dict[str, Any]] = {}
-    with engine.connect() as c:
-        for i in range(0, len(ids), 500):
-            chunk = list(ids[i : i + 500])
-            stmt = sa.text(
-                "SELECT id, status, attempts, error, claimed_by, created_at FROM run "
-                "WHERE id IN :ids"
-            ).bindparams(sa.bindparam("ids", expanding=True))
-            for r in c.execute(stmt, {"ids": chunk}).mappings():
-                out[int(r["id"])] = dict(r)
-    return out
-
-
-def _pid_dead(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # exists, owned by someone else
-        return False
-    # A killed worker whose parent died too may linger as a zombie where PID 1 does not reap
-    # (some containers): it answers kill(0) but will never beat again.
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[:1] == ["Z"]
-
-
-def _reap_dead_local_workers(engine: Engine, ids: Sequence[int]) -> int:
-    """Release runs held by processes of this host that no longer exist (killed campaign).
-
-    The release is conditional on the exact claim (worker and attempt number), so it is a
-    no-op if another campaign has taken the run over meanwhile.
-    """
-    host = socket.gethostname()
-    n = 0
-    for rid, row in _run_rows(engine, ids).items():
-        owner = row["claimed_by"] or ""
-        if row["status"] != "running" or not owner.startswith(host + ":"):
-            continue
-        try:
-            pid = int(owner.rsplit(":", 1)[1])
-        except ValueError:
-            continue
-        if pid != os.getpid() and _pid_dead(pid):
-            msg = f"interrupted: worker {owner} is gone"
-            n += _release(engine, rid, owner, int(row["attempts"]), msg)
-    return n
-
-
-def _reap_stale(engine: Engine, ids: Sequence[int], stale_after_s: float) -> int:
-    limit = datetime.now(UTC) - timedelta(seconds=stale_after_s)
-    n = 0
-    for rid, row in _run_rows(engine, ids).items():
-        if row["status"] == "running":
-            owner = row["claimed_by"] or ""
-            msg = f"interrupted: no heartbeat from {owner} for {stale_after_s:g} s"
-            n += _release(engine, rid, owner, int(row["attempts"]), msg, older_than=limit)
-    return n
-
-
-def _release(
-    engine: Engine,
-    rid: int,
-    owner: str,
-    attempts: int,
-    error: str,
-    *,
-    older_than: datetime | None = None,
-) -> int:
-    """Mark a run held by a gone worker as failed, so that a normal claim can take it over.
-
-    One conditional UPDATE on the exact claim (worker and attempt number; and a heartbeat
-    older than ``older_than``): a no-op if the worker is alive after all or another campaign
-    took the run over meanwhile.
-    """
-    from glassbench.schema import Run
-    from glassbench.schema.models import utcnow
-    from glassbench.service import unit_of_work
-
-    tbl = Run.__table__  # type: ignore[attr-defined]
-    conds = [
-        tbl.c.id == rid,
-        tbl.c.status == "running",
-        tbl.c.claimed_by == owner,
-        tbl.c.attempts == attempts,
-    ]
-    if older_than is not None:
-        # Compared in SQL with a typed parameter: drivers store timestamps differently.
-        conds.append(sa.or_(tbl.c.heartbeat_at.is_(None), tbl.c.heartbeat_at < older_than))
-    stmt = sa.update(tbl).where(*conds).values(status="failed", error=error, finished_at=utcnow())
-    with unit_of_work(engine) as s:
-        n = int(s.execute(stmt).rowcount)  # type: ignore[attr-defined]
-    if n:
-        log.warning("run %s: %s", rid, error)
-    return n
 
 
 def _crystals_todo(engine: Engine, mlip: Any, files: Sequence[Path]) -> list[str]:
@@ -1281,13 +1180,13 @@ def _report(
     crystal_failures: list[str],
     wall_s: float,
 ) -> CampaignReport:
-    rows = _run_rows(engine, list(states))
+    rows = runs.rows(engine, list(states))
     counts = {s: 0 for s in STATUSES}
     failures = []
     for rid, st in states.items():
-        status = rows[rid]["status"]
+        status = rows[rid].status.value
         counts[status] += 1
-        if status != "done":
+        if status != RunStatus.DONE:
             p = st.params
             failures.append(
                 {
@@ -1296,8 +1195,8 @@ def _report(
                     "quench_rate_k_ps": p.quench_rate_k_ps,
                     "seed": p.seed,
                     "status": status,
-                    "attempts": rows[rid]["attempts"],
-                    "error": rows[rid]["error"] or st.last_error,
+                    "attempts": rows[rid].attempts,
+                    "error": rows[rid].error or st.last_error,
                 }
             )
     return CampaignReport(

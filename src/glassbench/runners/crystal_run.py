@@ -81,7 +81,7 @@ def run_crystals(
         try:
             mlip = repos.get_mlip(s, mlip_name)
         except repos.NotFound as exc:
-            raise BadInput(str(exc), source="--mlip") from None
+            raise BadInput(str(exc), field="mlip") from None
         s.expunge(mlip)
     if calculator is None:
         from glassbench.runners.meltquench import build_calculator

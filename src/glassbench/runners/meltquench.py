@@ -1,6 +1,6 @@
 """Melt-quench MD with live ingest, checkpoints and resume.
 
-Stages (DESIGN.md): random initial structure at a target density (short fixed-cell relaxation so
+Stages (docs/architecture.md, "One quench rate, end to end"): random initial structure at a target density (short fixed-cell relaxation so
 pretrained models do not blow it apart), melt at ``t_melt_k`` (Langevin NVT), linear quench to
 ``t_final_k`` at ``quench_rate_k_ps``, anneal at ``t_final_k`` (Berendsen NPT at 0 GPa, so the
 density is a result), final frame. Thermo rows are buffered and written in one transaction per
@@ -16,7 +16,6 @@ import json
 import logging
 import math
 import os
-import socket
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -25,13 +24,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from glassbench.chemistry import FAMILY
+from glassbench.chemistry import FAMILY, mass_density_g_cm3
 from glassbench.errors import BadInput, Failure
-from glassbench.schema.models import utcnow
-from glassbench.service import repos, unit_of_work
+from glassbench.ingest.pipeline import store_density
+from glassbench.progress import make_bar
+from glassbench.schema import RunStatus
+from glassbench.service import repos, runs, unit_of_work
 from glassbench.service.retry import retry_db
 
 if TYPE_CHECKING:
@@ -166,10 +166,6 @@ def _url(engine: Engine) -> str:
     return engine.url.render_as_string(hide_password=True)
 
 
-def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
 # --- run records ----------------------------------------------------------------------------
 
 
@@ -179,14 +175,14 @@ def ensure_run(engine: Engine, params: MeltQuenchParams) -> tuple[int, Any]:
         try:
             mlip = repos.get_mlip(s, params.mlip)
         except repos.NotFound as exc:
-            raise BadInput(str(exc), source="--mlip") from None
+            raise BadInput(str(exc), field="mlip") from None
         try:
             cid = repos.composition_id(s, params.x)
         except ValueError as exc:
-            raise BadInput(str(exc), source="--x") from None
+            raise BadInput(str(exc), field="x") from None
         pid = repos.protocol_id(s, params.protocol())
         assert mlip.id is not None
-        rid = repos.run_key_id(
+        rid = runs.ensure(
             s,
             mlip_id=mlip.id,
             composition_id=cid,
@@ -196,67 +192,6 @@ def ensure_run(engine: Engine, params: MeltQuenchParams) -> tuple[int, Any]:
         )
         s.expunge(mlip)
     return rid, mlip
-
-
-def claim_run(
-    engine: Engine,
-    run_id: int,
-    *,
-    worker: str,
-    force: bool = False,
-    max_attempts: int | None = None,
-    stale_after_s: float = 600.0,
-) -> bool:
-    """Atomically mark a run ``running`` for ``worker``; False if someone else holds it.
-
-    A run can be claimed when pending or failed (within ``max_attempts``), or running with a
-    heartbeat older than ``stale_after_s`` (its worker died). ``force`` claims any run that is
-    not done: the user restarting one run by hand.
-    """
-    now = utcnow()
-    stale = now.timestamp() - stale_after_s
-    conds = [
-        "status IN ('pending', 'failed')",
-        "(status = 'running' AND (heartbeat_at IS NULL OR heartbeat_at < :stale))",
-    ]
-    where = "status <> 'done'" if force else "(" + " OR ".join(conds) + ")"
-    if max_attempts is not None and not force:
-        where += " AND attempts < :max_attempts"
-    sql = sa.text(
-        f"UPDATE run SET status = 'running', claimed_by = :worker, heartbeat_at = :now, "
-        f"attempts = attempts + 1, started_at = COALESCE(started_at, :now), error = NULL, "
-        f"host = :host WHERE id = :id AND {where}"
-    )
-    from datetime import UTC, datetime
-
-    with unit_of_work(engine) as s:
-        res = s.execute(
-            sql,
-            {
-                "worker": worker,
-                "now": now,
-                "stale": datetime.fromtimestamp(stale, UTC),
-                "id": run_id,
-                "host": socket.gethostname(),
-                "max_attempts": max_attempts,
-            },
-        )
-        return bool(res.rowcount == 1)  # type: ignore[attr-defined]
-
-
-def run_status(engine: Engine, run_id: int) -> str:
-    with engine.connect() as c:
-        return str(
-            c.execute(sa.text("SELECT status FROM run WHERE id = :i"), {"i": run_id}).scalar_one()
-        )
-
-
-def mark_failed(engine: Engine, run_id: int, error: str) -> None:
-    with unit_of_work(engine) as s:
-        s.execute(
-            sa.text("UPDATE run SET status = 'failed', error = :e, finished_at = :t WHERE id = :i"),
-            {"e": error[:2000], "t": utcnow(), "i": run_id},
-        )
 
 
 # --- checkpoints ----------------------------------------------------------------------------
@@ -336,38 +271,20 @@ def _thermo_row(atoms: Atoms, step: int, dt_fs: float, masses_amu_total: float) 
         "kinetic_energy_ev": ekin,
         "total_energy_ev": None if epot is None else float(epot) + ekin,
         "volume_a3": vol,
-        "density_g_cm3": masses_amu_total * 1.66053906660 / vol,
+        "density_g_cm3": mass_density_g_cm3(masses_amu_total, vol),
     }
 
 
-def block_mean(values: np.ndarray, n_blocks: int = 5) -> tuple[float, float]:
-    """Mean and standard error from block averages (MD samples are correlated)."""
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        return math.nan, math.nan
-    if values.size < 2 * n_blocks:
-        sem = float(values.std(ddof=1) / math.sqrt(values.size)) if values.size > 1 else math.nan
-        return float(values.mean()), sem
-    blocks = np.array([b.mean() for b in np.array_split(values, n_blocks)])
-    return float(values.mean()), float(blocks.std(ddof=1) / math.sqrt(n_blocks))
-
-
 class _Progress:
+    """The run's bar: steps, with simulated ps, ns/day and temperature after each chunk."""
+
     def __init__(self, total: int, initial: int, dt_fs: float, enabled: bool) -> None:
         self.dt_fs = dt_fs
         self.t0 = time.perf_counter()
         self.step0 = initial
-        self.bar: Any = None
-        if enabled:
-            from tqdm import tqdm
-
-            self.bar = tqdm(
-                total=total, initial=initial, unit="step", dynamic_ncols=True, file=sys.stderr
-            )
+        self.bar = make_bar(total, initial=initial, unit="step", enabled=enabled)
 
     def update(self, step: int, temperature: float) -> None:
-        if self.bar is None:
-            return
         self.bar.update(step - self.bar.n)
         elapsed = time.perf_counter() - self.t0
         ns_day = (step - self.step0) * self.dt_fs * 1e-6 / elapsed * 86400 if elapsed > 0 else 0.0
@@ -376,8 +293,7 @@ class _Progress:
         )
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        self.bar.close()
 
 
 def run_meltquench(
@@ -400,18 +316,18 @@ def run_meltquench(
     """
     t_start = time.perf_counter()
     run_id, mlip = ensure_run(engine, params)
-    if run_status(engine, run_id) == "done":
-        return RunOutcome(run_id, "done", 0, 0.0, message="already done")
-    if not claim_run(
+    if runs.status(engine, run_id) is RunStatus.DONE:
+        return RunOutcome(run_id, RunStatus.DONE, 0, 0.0, message="already done")
+    if not runs.claim(
         engine,
         run_id,
-        worker=worker_id(),
+        worker=runs.worker_id(),
         force=force_claim,
         max_attempts=max_attempts,
         stale_after_s=stale_after_s,
     ):
         return RunOutcome(
-            run_id, run_status(engine, run_id), 0, 0.0, message="claimed by another worker"
+            run_id, runs.status(engine, run_id), 0, 0.0, message="claimed by another worker"
         )
     try:
         outcome = _simulate(
@@ -420,18 +336,14 @@ def run_meltquench(
     except BaseException as exc:
         msg = f"{type(exc).__name__}: {exc}".strip()
         try:
-            mark_failed(engine, run_id, msg)
+            runs.fail(engine, run_id, msg)
         except Exception:  # the database may be what failed; the original error matters more
             log.exception("could not record the failure of run %s", run_id)
         if isinstance(exc, BadInput | Failure | KeyboardInterrupt):
             raise
         raise Failure(f"run {run_id} failed: {msg.splitlines()[0]}") from exc
     outcome.wall_s = time.perf_counter() - t_start
-    with unit_of_work(engine) as s:
-        s.execute(
-            sa.text("UPDATE run SET wall_s = COALESCE(wall_s, 0) + :w WHERE id = :i"),
-            {"w": outcome.wall_s, "i": run_id},
-        )
+    runs.add_wall_time(engine, run_id, outcome.wall_s)
     return outcome
 
 
@@ -478,7 +390,7 @@ def _simulate(
             params.x, params.formula_units, params.seed, density_g_cm3=params.density_g_cm3
         )
     except ValueError as exc:
-        raise BadInput(str(exc), source="--x/--formula-units") from None
+        raise BadInput(str(exc), field="x/formula_units") from None
     atoms.calc = calc
     # Langevin's own fixcm is deprecated (biased sampling for small cells); FixCom is exact.
     from ase.constraints import FixCom
@@ -487,11 +399,7 @@ def _simulate(
     mass_total = float(atoms.get_masses().sum())
     ckpt = checkpoint_path(checkpoint_dir, engine, run_id)
     resumed = load_checkpoint(ckpt, atoms, rng)
-    with unit_of_work(engine) as s:
-        s.execute(
-            sa.text("UPDATE run SET n_atoms = :n, software_json = :sw WHERE id = :i"),
-            {"n": len(atoms), "sw": repos.canonical_json(package_versions(mlip.arch)), "i": run_id},
-        )
+    runs.set_provenance(engine, run_id, n_atoms=len(atoms), software=package_versions(mlip.arch))
     step = 0
     if resumed is None:
         # A clean start discards rows of an earlier attempt that left no checkpoint.
@@ -576,10 +484,7 @@ def _simulate(
                     temperature_k=params.target_temperature(fstep),
                     analysis=analyze_frame(snap.numbers, snap.positions, cell, snap.pbc),
                 )
-            s.execute(
-                sa.text("UPDATE run SET heartbeat_at = :t WHERE id = :i"),
-                {"t": utcnow(), "i": run_id},
-            )
+            runs.heartbeat(s, run_id)
 
     def flush(upto: int) -> None:
         # A database outage waits here (the writes are idempotent upserts, so a retry after
@@ -631,26 +536,6 @@ def _finish(
 
     props: dict[str, float] = {}
 
-    def read_density() -> list[Any]:
-        with engine.connect() as c:
-            return list(
-                c.execute(
-                    sa.text(
-                        "SELECT density_g_cm3 FROM thermo WHERE run_id = :i AND step > :s ORDER BY step"
-                    ),
-                    {
-                        "i": run_id,
-                        "s": params.melt_steps + params.quench_steps + params.anneal_steps // 2,
-                    },
-                ).fetchall()
-            )
-
-    rows = retry_db(read_density, url=_url(engine), what=f"run {run_id}: read thermo", log=log)
-    dens = np.array([r[0] for r in rows if r[0] is not None], dtype=float)
-    if dens.size == 0:  # no anneal: the density of the final structure
-        dens = np.array([float(atoms.get_masses().sum()) * 1.66053906660 / atoms.get_volume()])
-    mean, sem = block_mean(dens)
-    props["density_g_cm3"] = mean
     elastic: Any = None
     if params.elastic:
         from glassbench.runners.elastic import elastic_moduli
@@ -681,14 +566,21 @@ def _finish(
                 temperature_k=params.t_final_k,
                 analysis=analyze_frame(final.numbers, final.positions, cell, final.pbc),
             )
-            repos.set_property(
+            anneal_start = params.melt_steps + params.quench_steps
+            est = store_density(
                 s,
                 run_id,
-                "density_g_cm3",
-                mean,
-                stderr=None if math.isnan(sem) else sem,
-                method=f"block mean over the last half of the NPT anneal ({dens.size} samples)",
+                step_from=anneal_start + params.anneal_steps // 2 + 1,
+                window="the last half of the NPT anneal",
             )
+            if est is None:  # no anneal: the density of the final structure
+                value = mass_density_g_cm3(float(final.get_masses().sum()), final.get_volume())
+                repos.set_property(
+                    s, run_id, "density_g_cm3", value, method="density of the final structure"
+                )
+                props["density_g_cm3"] = value
+            else:
+                props["density_g_cm3"] = est.value
             if elastic is not None:
                 method = elastic.method
                 if params.elastic_relax_positions and not elastic.converged:
@@ -698,16 +590,11 @@ def _finish(
                     repos.set_property(
                         s, run_id, name, value, stderr=err, method=method, details=elastic.to_dict()
                     )
-            s.execute(
-                sa.text(
-                    "UPDATE run SET status = 'done', finished_at = :t, error = NULL WHERE id = :i"
-                ),
-                {"t": utcnow(), "i": run_id},
-            )
+            runs.finish(s, run_id)
 
     retry_db(write_final, url=_url(engine), what=f"run {run_id}: final frame", log=log)
     return RunOutcome(
-        run_id, "done", params.total_steps, 0.0, resumed_from=resumed, properties=props
+        run_id, RunStatus.DONE, params.total_steps, 0.0, resumed_from=resumed, properties=props
     )
 
 

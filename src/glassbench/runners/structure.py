@@ -15,10 +15,13 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from glassbench.chemistry import ATOMIC_NUMBERS, ELEMENTS, MASSES_AMU, counts_for
-
-# Unit conversion: 1 amu/A^3 = 1.66053906660 g/cm^3.
-_AMU_PER_A3_TO_G_CM3 = 1.66053906660
+from glassbench.chemistry import (
+    AMU_PER_A3_TO_G_CM3,
+    ATOMIC_NUMBERS,
+    ELEMENTS,
+    MASSES_AMU,
+    counts_for,
+)
 
 # End points of the starting-density estimate (see `estimate_density_g_cm3`).
 _DENSITY_X0_G_CM3 = 2.2
@@ -122,7 +125,7 @@ def random_glass(
     dmat = _min_dist_matrix(min_dist)
 
     mass_amu = sum(MASSES_AMU[el] * n for el, n in counts.items())
-    length = (mass_amu * _AMU_PER_A3_TO_G_CM3 / density_g_cm3) ** (1.0 / 3.0)
+    length = (mass_amu * AMU_PER_A3_TO_G_CM3 / density_g_cm3) ** (1.0 / 3.0)
 
     species = np.concatenate(
         [np.full(counts[el], i, dtype=np.int64) for i, el in enumerate(ELEMENTS)]

@@ -21,6 +21,7 @@ from glassbench.schema.models import (
     Protocol,
     Report,
     Run,
+    RunStatus,
     Speciation,
     Thermo,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "Protocol",
     "Report",
     "Run",
+    "RunStatus",
     "Speciation",
     "Thermo",
     "metadata",

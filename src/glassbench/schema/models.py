@@ -8,6 +8,7 @@ binary column per frame (see :mod:`glassbench.schema.arrays`).
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
@@ -24,7 +25,23 @@ SQLModel.metadata.naming_convention = {
 
 ARCHITECTURES = ("mace", "deepmd", "grace", "chgnet", "sevenn", "other")
 DISPERSION = ("none", "d3")
-RUN_STATUS = ("pending", "running", "done", "failed")
+
+
+class RunStatus(StrEnum):
+    """The life of a run row; the single source of the allowed values and of their CHECK.
+
+    ``pending`` (registered, never claimed) -> ``running`` (claimed by a worker, heartbeating)
+    -> ``done`` or ``failed`` (a failed run can be claimed again). Only
+    :mod:`glassbench.service.runs` changes it.
+    """
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+RUN_STATUS = tuple(s.value for s in RunStatus)
 RUN_SOURCE = ("runner", "lammps", "extxyz", "traj", "synthetic")
 FRAME_STAGES = ("initial", "melt", "quench", "anneal", "final", "strain", "other")
 
@@ -55,7 +72,7 @@ EXPERIMENT_PROPERTIES = (
     RUN_PROPERTIES + FRACTION_PROPERTIES + COORDINATION_PROPERTIES + CRYSTAL_PROPERTIES
 )
 
-# Speciation vocabulary (counts per frame, long format); see DESIGN.md.
+# Speciation vocabulary (counts per frame, long format); see docs/speciation.md.
 SPECIATION_UNITS = (
     "P0", "P1", "P2", "P3", "P4", "P1P", "P3c", "P_other", "P2ES", "PPchain",
     "BS", "NBS", "BO", "NBO", "free_S", "free_O", "over_S", "over_O",
@@ -152,7 +169,7 @@ class Run(SQLModel, table=True):
     quench_rate_k_ps: float = Field(description="Quench rate in K/ps.")
     seed: int
     protocol_id: int = Field(foreign_key="protocol.id")
-    status: str = Field(default="pending", max_length=16)
+    status: str = Field(default=RunStatus.PENDING.value, max_length=16)
     source: str = Field(default="runner", max_length=16)
     content_hash: str | None = Field(
         default=None, max_length=64, description="sha256 of ingested files."

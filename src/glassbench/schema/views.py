@@ -9,7 +9,7 @@ migrations import it: a later change adds ``VIEWS_V2`` and a migration that swap
 - ``frame_fractions``: unit fractions per analysed frame (P units over all P, anion classes
   over all S+O).
 - ``run_detail``: one row per run with keys, properties and final-frame structure.
-- ``run_summary``: the contract subset of ``run_detail`` (DESIGN.md).
+- ``run_summary``: the contract subset of ``run_detail`` (docs/architecture.md, "Views").
 - ``run_value``: long format (run, property, value) of every comparable quantity of done runs.
 - ``mlip_mae``: one row per MLIP x property: n, MAE and mean signed error against experiment,
   seeds averaged first.

@@ -27,12 +27,10 @@ from glassbench.schema import (
     Frame,
     Property,
     Protocol,
-    Run,
     Speciation,
     Thermo,
     pack_array,
 )
-from glassbench.schema.models import utcnow
 
 if TYPE_CHECKING:
     from glassbench.analysis import FrameAnalysis
@@ -169,35 +167,6 @@ def protocol_id(session: Session, params: Mapping[str, Any], *, kind: str = "mel
         **cols,
     }
     return upsert(session, Protocol, values, key=("content_hash",))
-
-
-def run_key_id(
-    session: Session,
-    *,
-    mlip_id: int,
-    composition_id: int,
-    quench_rate_k_ps: float,
-    seed: int,
-    protocol_id: int,
-    source: str = "runner",
-) -> int:
-    """The run's id, creating it as ``pending`` if it does not exist yet."""
-    return upsert(
-        session,
-        Run,
-        {
-            "mlip_id": mlip_id,
-            "composition_id": composition_id,
-            "quench_rate_k_ps": float(quench_rate_k_ps),
-            "seed": int(seed),
-            "protocol_id": protocol_id,
-            "status": "pending",
-            "source": source,
-            "attempts": 0,
-            "created_at": utcnow(),
-        },
-        key=("mlip_id", "composition_id", "quench_rate_k_ps", "seed", "protocol_id"),
-    )
 
 
 def clear_run_data(session: Session, run_id: int) -> None:

@@ -21,6 +21,7 @@ from typing import TypeVar
 
 from sqlalchemy import exc as sa_exc
 
+from glassbench.errors import first_line
 from glassbench.settings import mask_url
 
 T = TypeVar("T")
@@ -67,12 +68,6 @@ def is_transient(exc: BaseException) -> bool:
             return any(s in str(orig).lower() for s in _SQLITE_TRANSIENT)
         return True  # PostgreSQL (psycopg) and other drivers: connection-level trouble
     return isinstance(exc, _psycopg_operational())
-
-
-def _first_line(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None)
-    text = str(orig if orig is not None else exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def retry_db(
@@ -122,14 +117,14 @@ def retry_db(
                     where,
                     failures,
                     elapsed,
-                    mask_url(_first_line(exc)),
+                    mask_url(first_line(exc)),
                 )
                 raise
             logger.warning(
                 "%s%s: database unavailable (%s); retry %d in %.1f s",
                 what,
                 where,
-                mask_url(_first_line(exc)),
+                mask_url(first_line(exc)),
                 failures,
                 wait,
             )
