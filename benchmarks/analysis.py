@@ -27,7 +27,7 @@ from collections.abc import Callable
 import numpy as np
 
 from glassbench.analysis import DEFAULT_CUTOFFS, analyze_frame
-from glassbench.analysis.synthetic import Frame, random_glass
+from glassbench.testing.synthetic import Frame, dimer_glass
 
 TARGET_MS = 2.0
 TARGET_RATIO = 3.0
@@ -116,11 +116,11 @@ def main(argv: list[str] | None = None) -> int:
         f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, repeats {args.repeats}"
     )
     frames = [
-        ("Na4P2S7 (x=0)", random_glass(0.0, seed=args.seed)),
-        ("Na4P2S3.5O3.5 (x=3.5)", random_glass(3.5, seed=args.seed)),
+        ("Na4P2S7 (x=0)", dimer_glass(0.0, seed=args.seed)),
+        ("Na4P2S3.5O3.5 (x=3.5)", dimer_glass(3.5, seed=args.seed)),
     ]
     if args.skewed:
-        frames.append(("x=0, skewed cell", random_glass(0.0, seed=args.seed, cell_shape="skewed")))
+        frames.append(("x=0, skewed cell", dimer_glass(0.0, seed=args.seed, cell_shape="skewed")))
     ok = True
     for label, frame in frames:
         r = bench_frame(label, frame, args.repeats)

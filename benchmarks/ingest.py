@@ -1,6 +1,6 @@
 """Ingest throughput: thermo rows into PostgreSQL, and a large LAMMPS dump end to end.
 
-1. Thermo rows/s through the glassbench code path (``pipeline.store_thermo``: binary COPY on
+1. Thermo rows/s through the glassbench code path (``thermo.store_thermo``: binary COPY on
    PostgreSQL, in one unit of work) against ``psql \\copy`` of the same rows into the same table,
    measured alternately in the same run; medians of ``--repeat`` runs; the target is a ratio
    of at most 1.5. Also the whole ``glassbench ingest lammps --log`` command on a generated log
@@ -115,7 +115,7 @@ def make_thermo_rows(n: int) -> list[dict[str, Any]]:
 
 
 def bench_thermo(base_url: str, n_rows: int, repeat: int, tmp: Path) -> dict[str, Any]:
-    from glassbench.ingest.pipeline import store_thermo
+    from glassbench.ingest.thermo import store_thermo
     from glassbench.service.db import make_engine, unit_of_work
     from glassbench.service.repos import (
         THERMO_COLUMNS,
@@ -305,7 +305,7 @@ def write_dump(path: Path, target_mb: float, *, every: int = 100) -> int:
 
 def parse_only(path: str) -> None:
     """Child process body of the parse-only baseline."""
-    from glassbench.ingest.lammps import LammpsDump
+    from glassbench.ingest.lammps_dump import LammpsDump
 
     n = sum(1 for _ in LammpsDump(Path(path), type_map=["Na", "P", "S", "O"]).frames())
     print(n)

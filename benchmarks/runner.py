@@ -80,11 +80,11 @@ def main() -> None:
     torch.set_num_threads(1)
     from glassbench.runners.calculators import make_calculator
     from glassbench.runners.meltquench import MeltQuenchParams, run_meltquench
-    from glassbench.runners.tiny_models import build_tiny_mace
     from glassbench.service import unit_of_work
     from glassbench.service.db import describe, make_engine
     from glassbench.service.migrations import upgrade
     from glassbench.service.repos import add_mlip
+    from glassbench.testing.tiny_models import build_tiny_mace
 
     tmp = Path(tempfile.mkdtemp(prefix="gb-bench-"))
     model = build_tiny_mace(tmp / "tiny.pt", seed=0)

@@ -2,7 +2,15 @@
 
 PostgreSQL comes from ``GLASSBENCH_TEST_POSTGRES_URL`` (default: the local server at
 127.0.0.1:5432, database ``test``). Each test gets its own schema, so tests never see each
-other's rows. Under ``CI=true`` an unreachable PostgreSQL is an error, not a skip.
+other's rows.
+
+Optional things (PostgreSQL, MACE and CHGNet in this interpreter, the DeePMD and GRACE
+environments, PostgreSQL server binaries, Chromium) go through `require`: missing, the test is
+skipped with the reason, except under ``CI=true``, where CI installs them all
+(``.ci/run``: scripts/setup-dev.sh and apt) and a missing one is a failure, not a skip.
+
+The tiny models are built once per session, here, for every directory: `tiny_mace` (and
+`tiny_mace_factory` for a second, different one), `deepmd_python` and `tiny_deepmd_graph`.
 """
 
 from __future__ import annotations
@@ -10,13 +18,45 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 from click.testing import CliRunner, Result
+
+# Weights of the shared tiny MACE. Any seed gives a stand-in stable enough for the tiny runs;
+# 3 is the one the melt-quench and reliability tests were written with.
+TINY_MACE_SEED = 3
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI") == "true"
+
+
+def require(reason: str | None) -> None:
+    """Nothing when ``reason`` is None (what is needed is there); otherwise skip the test with
+    ``reason``, or fail it under ``CI=true``, where a missing dependency is a broken setup.
+
+    Works in tests, fixtures and at module level (a module-level failure is a collection
+    error, which fails the run just the same).
+    """
+    if reason is None:
+        return
+    if in_ci():
+        pytest.fail(f"missing under CI=true (a failure there, not a skip): {reason}")
+    pytest.skip(reason, allow_module_level=True)
+
+
+def require_module(module: str, hint: str) -> None:
+    """`require` that ``module`` is importable in this interpreter (``hint``: how to install)."""
+    found = find_spec(module) is not None
+    require(None if found else f"{module} not importable in this interpreter ({hint})")
+
+
+MACE_HINT = "scripts/setup-dev.sh, or pip install torch==2.13.0 && pip install mace-torch"
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
@@ -47,12 +87,7 @@ def postgres_available() -> str | None:
 
 
 def require_postgres() -> None:
-    reason = postgres_available()
-    if reason is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true requires PostgreSQL: {reason}")
-    pytest.skip(reason)
+    require(postgres_available())
 
 
 def _with_search_path(url: str, schema: str) -> str:
@@ -151,3 +186,55 @@ def table_counts(engine: Any) -> dict[str, int]:
             )  # type: ignore[attr-defined]
             for t in TABLES
         }
+
+
+@pytest.fixture(scope="session")
+def tiny_mace_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[[int], Path]:
+    """``model(seed)``: the path of an untrained tiny MACE with weights from ``seed``, pickled
+    whole (the format MACE's own tools write). Each seed is built once per session, into one
+    temporary folder; tests must not modify the file (copy it first)."""
+    require_module("mace", MACE_HINT)
+    from glassbench.testing.tiny_models import build_tiny_mace
+
+    folder = tmp_path_factory.mktemp("tiny-mace")
+    built: dict[int, Path] = {}
+
+    def model(seed: int) -> Path:
+        if seed not in built:
+            built[seed] = build_tiny_mace(folder / f"tiny-mace-{seed}.model", seed=seed)
+        return built[seed]
+
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_mace(tiny_mace_factory: Callable[[int], Path]) -> Path:
+    """THE tiny MACE of the suite (seed `TINY_MACE_SEED`), built once per session."""
+    return tiny_mace_factory(TINY_MACE_SEED)
+
+
+@pytest.fixture(scope="session")
+def deepmd_python() -> str:
+    """Interpreter of the DeePMD environment (`require`: skipped without one, unless CI=true)."""
+    from glassbench.errors import BadInput
+    from glassbench.testing.tiny_models import find_deepmd_python
+
+    reason = (
+        "no DeePMD environment (.venv-deepmd or $GLASSBENCH_DEEPMD_PYTHON): "
+        "run scripts/make-envs.sh"
+    )
+    try:
+        py = find_deepmd_python()
+    except BadInput as exc:  # the variable names a missing interpreter
+        py, reason = None, f"{reason} ({exc.message})"
+    require(None if py else reason)
+    assert py is not None
+    return py
+
+
+@pytest.fixture(scope="session")
+def tiny_deepmd_graph(tmp_path_factory: pytest.TempPathFactory, deepmd_python: str) -> Path:
+    """A tiny DeePMD model (frozen ``graph.pb``), trained once per session."""
+    from glassbench.testing.tiny_models import train_tiny_deepmd
+
+    return train_tiny_deepmd(tmp_path_factory.mktemp("deepmd"), python=deepmd_python)

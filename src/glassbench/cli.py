@@ -6,6 +6,7 @@ sub-command module is imported only when it is invoked (or listed in ``--help``)
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import sys
@@ -51,15 +52,39 @@ FLAG_OF_FIELD: dict[str, str] = {
     "cutoffs": "--cutoff",
     "stage": "--stage",
     "scheduler": "--scheduler",
+    "t_melt_k/t_final_k": "--t-melt/--t-final",
+    "melt_ps/anneal_ps": "--melt-ps/--anneal-ps",
+    "timestep_fs": "--timestep-fs",
+    "thermo_every/frame_every": "thermo/frame interval",  # as the command has always said
+    "input_format": "--input-format",
+    "name": "NAME",  # arguments by their metavar
+    "model": "--model",
+    "parent": "--parent",
+    "query": "QUERY",
+    "revision": "REVISION",
 }
 
 
 class CliError(click.ClickException):
-    """A :class:`~glassbench.errors.GlassbenchError` as click shows it (``Error: ...``)."""
+    """A :class:`~glassbench.errors.GlassbenchError` as click shows it (``Error: ...``).
 
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+    click declares ``exit_code`` a class variable, so each exit status is a subclass of its
+    own: build instances with :func:`cli_error`.
+    """
+
+
+@functools.cache
+def _cli_error_class(status: int) -> type[CliError]:
+    class _CliError(CliError):
+        exit_code = status
+
+    _CliError.__name__ = _CliError.__qualname__ = CliError.__name__
+    return _CliError
+
+
+def cli_error(message: str, exit_code: int) -> CliError:
+    """A :class:`CliError` that makes click exit with ``exit_code``."""
+    return _cli_error_class(exit_code)(message)
 
 
 def to_click(exc: GlassbenchError) -> CliError:
@@ -69,7 +94,7 @@ def to_click(exc: GlassbenchError) -> CliError:
     label = None
     if exc.field and not exc.source and not exc.where:
         label = FLAG_OF_FIELD.get(exc.field)
-    return CliError(mask_url(exc.render(label)), exc.exit_code)
+    return cli_error(mask_url(exc.render(label)), exc.exit_code)
 
 
 class LazyGroup(click.Group):

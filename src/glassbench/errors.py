@@ -49,6 +49,10 @@ class GlassbenchError(Exception):
     def message(self) -> str:
         return str(self)
 
+    def format_message(self) -> str:
+        """The one-line message (the name click's exceptions use for it)."""
+        return str(self)
+
 
 class BadInput(GlassbenchError):
     """Bad user input: one line naming the file and field; exit status 2, nothing written."""

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from glassbench.analysis import analyze_frame
 from glassbench.analysis.rdf import first_minimum, partial_rdf, suggest_cutoffs
-from glassbench.analysis.synthetic import random_glass, skewed_basis
+from glassbench.testing.synthetic import dimer_glass as random_glass
+from glassbench.testing.synthetic import skewed_basis
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""Fixtures for campaign tests: two tiny MACE models built from scratch, spec files.
+"""Fixtures for campaign tests: two different tiny MACE models (tests/conftest.py builds them),
+spec files.
 
 The runs are real melt-quench runs through the MLIP registry, shrunk to seconds: 26-atom cells
 (2 formula units), 0.02 ps melt and anneal, a 50000 K/ps quench, 5 relaxation steps.
@@ -6,16 +7,14 @@ The runs are real melt-quench runs through the MLIP registry, shrunk to seconds:
 
 from __future__ import annotations
 
-import os
 import textwrap
-from collections.abc import Iterator, Sequence
-from importlib.util import find_spec
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import Cli
+from tests.conftest import TINY_MACE_SEED, Cli
 
 TINY_PROTOCOL = {
     "formula_units": 2,
@@ -80,25 +79,11 @@ def write_spec(path: Path, **kw: Any) -> Path:
     return path
 
 
-def require_mace() -> None:
-    if find_spec("mace") is not None:
-        return
-    reason = "mace-torch not importable (pip install torch==2.13.0 && pip install mace-torch)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true requires MACE: {reason}")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="session")
-def tiny_maces(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """Two untrained tiny MACE models that differ only by their initialisation seed."""
-    require_mace()
-    from glassbench.runners.tiny_models import build_tiny_mace
-
-    d = tmp_path_factory.mktemp("campaign-models")
-    return build_tiny_mace(d / "tiny-a.model", seed=11), build_tiny_mace(
-        d / "tiny-b.model", seed=12
-    )
+def tiny_maces(tiny_mace: Path, tiny_mace_factory: Callable[[int], Path]) -> tuple[Path, Path]:
+    """Two untrained tiny MACE models that differ only by their initialisation seed: the
+    suite's shared one and a second one."""
+    return tiny_mace, tiny_mace_factory(TINY_MACE_SEED + 1)
 
 
 def register(

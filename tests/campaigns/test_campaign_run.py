@@ -5,7 +5,6 @@ reported, MLIPs with their own interpreter run in it."""
 from __future__ import annotations
 
 import json
-import os
 import stat
 import sys
 from pathlib import Path
@@ -14,10 +13,11 @@ from typing import Any
 import pytest
 
 from tests.campaigns.conftest import assert_all_done_once, register, runs, write_spec
-from tests.conftest import Cli
+from tests.conftest import Cli, require
 
 
-@pytest.mark.parametrize("executor", ["local", pytest.param("dask", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("executor", ["local", "dask"])
 def test_campaign_runs_every_run_exactly_once(
     gb: Cli, engine: Any, tiny_maces: tuple[Path, Path], tmp_path: Path, executor: str
 ) -> None:
@@ -44,6 +44,7 @@ def test_campaign_runs_every_run_exactly_once(
     }
 
 
+@pytest.mark.slow
 def test_failed_runs_are_retried_then_reported(
     sqlite_gb: tuple[Cli, Any], tiny_maces: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -82,6 +83,7 @@ def _wrapper_python(directory: Path, marker: Path) -> Path:
     return py
 
 
+@pytest.mark.slow
 def test_mlip_with_its_own_interpreter_runs_in_it(
     sqlite_gb: tuple[Cli, Any], tiny_maces: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -114,7 +116,7 @@ def test_dask_scheduler_routes_env_runs_to_env_workers(
     the workers advertising its env resource (here: the only worker)."""
     from distributed import LocalCluster
 
-    from glassbench.runners.campaign import env_resource_name
+    from glassbench.campaigns import env_resource_name
 
     gb, engine = sqlite_gb
     py = _wrapper_python(tmp_path / "otherenv", tmp_path / "started")
@@ -153,19 +155,23 @@ def test_dask_scheduler_routes_env_runs_to_env_workers(
 
 @pytest.mark.slow
 def test_deepmd_mlip_runs_in_the_deepmd_environment(
-    sqlite_gb: tuple[Cli, Any], tiny_maces: tuple[Path, Path], tmp_path: Path
+    sqlite_gb: tuple[Cli, Any],
+    tiny_maces: tuple[Path, Path],
+    deepmd_python: str,
+    tiny_deepmd_graph: Path,
+    tmp_path: Path,
 ) -> None:
     """A tiny MACE (this environment) and a tiny DeePMD (its own interpreter) in one campaign."""
-    from glassbench.runners.campaign import same_environment
-    from glassbench.runners.tiny_models import find_deepmd_python, train_tiny_deepmd
+    from glassbench.runners.interpreter import same_environment
 
-    py = find_deepmd_python()
-    if py is None or same_environment(py):
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI=true requires the DeePMD environment (.venv-deepmd)")
-        pytest.skip("no separate DeePMD environment (.venv-deepmd or $GLASSBENCH_DEEPMD_PYTHON)")
+    py = deepmd_python
+    require(
+        "DeePMD importable in this interpreter: no separate environment to run it in"
+        if same_environment(py)
+        else None
+    )
     gb, engine = sqlite_gb
-    graph = train_tiny_deepmd(tmp_path / "dp", python=py)
+    graph = tiny_deepmd_graph
     gb.ok("mlip", "add", "tiny-a", "--arch", "mace", "--model", str(tiny_maces[0]))
     gb.ok("mlip", "add", "tiny-dp", "--arch", "deepmd", "--model", str(graph), "--python", py)
     spec = write_spec(tmp_path / "mix.toml", mlips=["tiny-a", "tiny-dp"], x=[1.0], seeds=[1])

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from glassbench.runners.campaign import (
+from glassbench.campaigns import (
     PROTOCOL_KEYS,
     env_resource_name,
     jobqueue_cluster,
@@ -285,7 +285,7 @@ def test_slurm_job_script_from_spec(tmp_path: Path) -> None:
         assert directive in lines, (directive, script)
     assert "module load python/3.11" in lines
     worker = next(ln for ln in lines if "dask_worker" in ln)
-    # The interpreter that runs glassbench (the workers import glassbench.runners.campaign).
+    # The interpreter that runs glassbench (the workers import glassbench.campaigns).
     assert worker.startswith(f"{sys.executable} -m distributed.cli.dask_worker")
     # Two workers per job, one task thread each: a run's threads use the reserved cores.
     assert "--nthreads 1" in worker and "--nworkers 2" in worker

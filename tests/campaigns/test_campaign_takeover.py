@@ -12,7 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from glassbench.runners.campaign import load_spec
+from glassbench.campaigns import load_spec
 from glassbench.runners.meltquench import ensure_run
 from glassbench.service.runs import claim as claim_run
 from glassbench.service.runs import release

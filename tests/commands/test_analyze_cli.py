@@ -12,8 +12,9 @@ from ase import Atoms
 from click.testing import CliRunner, Result
 
 from glassbench.analysis import analyze_atoms
-from glassbench.analysis.synthetic import random_glass, skewed_basis
 from glassbench.cli import cli as root
+from glassbench.testing.synthetic import dimer_glass as random_glass
+from glassbench.testing.synthetic import skewed_basis
 
 TYPE_OF = {"Na": 1, "P": 2, "S": 3, "O": 4}
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Cli
+from tests.conftest import Cli, require_module
 
-pytest.importorskip("chgnet", reason="the demo needs CHGNet (pip install 'glassbench[chgnet]')")
+require_module("chgnet", "the demo needs CHGNet: pip install 'glassbench[chgnet]'")
 
 
 @pytest.mark.slow

@@ -12,21 +12,11 @@ import pytest
 import sqlalchemy as sa
 
 from glassbench.analysis import analyze_frame
-from glassbench.ingest.pipeline import (
-    FrameData,
-    InvalidData,
-    RunExists,
-    RunKey,
-    RunSlot,
-    ThermoWriter,
-    add_frames,
-    finish_run,
-    open_run,
-    progress_bar,
-    store_frames,
-    store_thermo,
-    thermo_tail_mean,
-)
+from glassbench.ingest.frames import FrameData, add_frames, store_frames
+from glassbench.ingest.pipeline import progress_bar
+from glassbench.ingest.properties import thermo_tail_mean
+from glassbench.ingest.slots import InvalidData, RunExists, RunKey, RunSlot, finish_run, open_run
+from glassbench.ingest.thermo import ThermoWriter, store_thermo
 from glassbench.service.db import unit_of_work
 from glassbench.service.repos import THERMO_COLUMNS, add_frame, add_mlip
 from tests.ingest.conftest import ase_images

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from glassbench.ingest.lammps import KCAL_PER_MOL_EV
+from glassbench.ingest.lammps_log import KCAL_PER_MOL_EV
 from tests.conftest import table_counts
 from tests.ingest.conftest import key_args, lammps_file
 

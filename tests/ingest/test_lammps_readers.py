@@ -9,14 +9,8 @@ import numpy as np
 import pytest
 
 from glassbench.errors import BadInput
-from glassbench.ingest.lammps import (
-    LammpsDump,
-    LammpsLog,
-    LogInfo,
-    StepMapper,
-    StepSegment,
-    dump_frames,
-)
+from glassbench.ingest.lammps_dump import LammpsDump, StepMapper, dump_frames
+from glassbench.ingest.lammps_log import LammpsLog, LogInfo, StepSegment
 from tests.ingest.conftest import TYPE_Z, lammps_file
 
 TYPES = ["Na", "P", "S", "O"]

@@ -15,7 +15,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -141,22 +140,6 @@ def wait_for(
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def require_mace() -> None:
-    if find_spec("mace") is not None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail("CI=true requires mace-torch (scripts/setup-dev.sh)")
-    pytest.skip("mace-torch not installed (scripts/setup-dev.sh)")
-
-
-@pytest.fixture(scope="session")
-def tiny_mace_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    require_mace()
-    from glassbench.runners.tiny_models import build_tiny_mace
-
-    return build_tiny_mace(tmp_path_factory.mktemp("rel-models") / "tiny-mace.pt", seed=3)
-
-
 def register_tiny(url: str, model: Path) -> None:
     Cli(url).ok("mlip", "add", "tiny", "--arch", "mace", "--model", str(model))
 
@@ -189,10 +172,8 @@ def frames_of(url: str) -> list[tuple[Any, ...]]:
 
 
 @pytest.fixture(scope="session")
-def reference_run(
-    tmp_path_factory: pytest.TempPathFactory, tiny_mace_file: Path
-) -> Iterator[Reference]:
-    ref = Reference(tmp_path_factory.mktemp("rel-reference"), tiny_mace_file)
+def reference_run(tmp_path_factory: pytest.TempPathFactory, tiny_mace: Path) -> Iterator[Reference]:
+    ref = Reference(tmp_path_factory.mktemp("rel-reference"), tiny_mace)
     yield ref
     if ref.proc.poll() is None:
         ref.proc.kill()

@@ -25,6 +25,7 @@ def _key(seed: int) -> list[str]:
     return ["--mlip", "MP0", "--x", "0", "--quench-rate", "1", "--seed", str(seed)]
 
 
+@pytest.mark.slow
 def test_eight_processes_overlapping_keys(pg_url: str, extxyz: Path) -> None:
     migrate(pg_url)
     Cli(pg_url).ok("mlip", "add", "MP0", "--arch", "chgnet")

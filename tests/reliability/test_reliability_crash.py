@@ -138,12 +138,12 @@ def test_kill9_ingest_then_rerun_stores_the_run_once(
 
 @pytest.mark.slow
 def test_kill9_runner_three_times_then_resume_equals_uninterrupted(
-    pg_url: str, tiny_mace_file: Path, reference_run: Reference, tmp_path: Path
+    pg_url: str, tiny_mace: Path, reference_run: Reference, tmp_path: Path
 ) -> None:
     from tests.reliability.conftest import migrate
 
     migrate(pg_url)
-    register_tiny(pg_url, tiny_mace_file)
+    register_tiny(pg_url, tiny_mace)
     ck = tmp_path / "ck"
     args = ["run", "meltquench", *RUN_ARGS, "--checkpoint-dir", str(ck)]
     rng = random.Random(f"{SEED}-runner")
@@ -206,7 +206,7 @@ def test_kill9_runner_three_times_then_resume_equals_uninterrupted(
 
 @pytest.mark.slow
 def test_kill9_campaign_process_group_then_rerun(
-    pg_url: str, tiny_mace_file: Path, tmp_path: Path
+    pg_url: str, tiny_mace: Path, tmp_path: Path
 ) -> None:
     """A campaign (and its worker) killed at a seeded moment after work began; the rerun
     finishes every run exactly once and the database passes ``db check``."""
@@ -214,7 +214,7 @@ def test_kill9_campaign_process_group_then_rerun(
     from tests.reliability.conftest import migrate
 
     migrate(pg_url)
-    register_tiny(pg_url, tiny_mace_file)
+    register_tiny(pg_url, tiny_mace)
     spec = write_spec(tmp_path / "tiny.toml", mlips=["tiny"], x=[0.0, 1.0], seeds=[1])
     delay = random.Random(f"{SEED}-campaign").uniform(0.0, 4.0)
     from glassbench.service.db import make_engine

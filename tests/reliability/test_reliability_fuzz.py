@@ -33,7 +33,7 @@ from tests.reliability.conftest import FIGURES, assert_db_check
 
 EXAMPLES = {"log": 300, "dump": 250, "extxyz": 250, "csv": 300}
 HANG_S = 60  # watchdog: far above the deadline, catches what the deadline cannot (a true hang)
-pytestmark = pytest.mark.timeout(600, method="thread")
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600, method="thread")]
 FUZZ = settings(
     max_examples=1,  # replaced per target below
     derandomize=True,

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import require
 from tests.reliability.conftest import (
     FIGURES,
     RUN_ARGS,
@@ -87,10 +88,8 @@ class Cluster:
 def scratch_cluster() -> Iterator[Cluster]:
     """initdb + pg_ctl start in a temp dir on a free port (as user postgres when run as root)."""
     bindir = _pg_bin()
-    if bindir is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI=true requires PostgreSQL server binaries (initdb, pg_ctl)")
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found")
+    require(None if bindir else "PostgreSQL server binaries (initdb, pg_ctl) not found")
+    assert bindir is not None
     root = Path(tempfile.mkdtemp(prefix="gb-outage-"))
     as_user: list[str] = []
     if os.geteuid() == 0:  # initdb refuses to run as root
@@ -126,11 +125,11 @@ def scratch_cluster() -> Iterator[Cluster]:
 
 @pytest.mark.slow
 def test_runner_survives_a_database_outage(
-    scratch_cluster: Cluster, tiny_mace_file: Path, reference_run: Reference, tmp_path: Path
+    scratch_cluster: Cluster, tiny_mace: Path, reference_run: Reference, tmp_path: Path
 ) -> None:
     url = scratch_cluster.url(PASSWORD)
     migrate(url)
-    register_tiny(url, tiny_mace_file)
+    register_tiny(url, tiny_mace)
     log = tmp_path / "runner.log"
     with open(log, "w") as err:
         proc = gb_popen(

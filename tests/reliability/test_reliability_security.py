@@ -150,6 +150,7 @@ COMMANDS = [
 ]
 
 
+@pytest.mark.slow
 def test_passwords_never_appear_in_errors(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Unreachable server and missing database: every command (URL in --db and in the
     environment) fails without showing the password, in its output or its log records; real

@@ -107,7 +107,7 @@ def _structure(mlip: str, x: float, density: float, seed: int) -> Any:
     from ase import Atoms
 
     if mlip == MLIP_DIMERS:
-        from glassbench.analysis.synthetic import random_glass as dimer_glass
+        from glassbench.testing.synthetic import dimer_glass
 
         f = dimer_glass(x, FORMULA_UNITS, density_g_cm3=density, seed=seed)
         # Same atom order in every frame of a run, as the ingest requires.

@@ -6,7 +6,6 @@ All numbers are SYNTHETIC (see conftest.py).
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import require
 from tests.reports.conftest import MLIP_NO_RUNS, populate
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -62,10 +62,11 @@ def _console_messages(stderr: str) -> list[str]:
 
 @pytest.fixture
 def chromium() -> Path:
-    if not CHROMIUM.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true requires {CHROMIUM} for the browser test")
-        pytest.skip(f"{CHROMIUM} is not installed: cannot test the HTML report in a browser")
+    require(
+        None
+        if CHROMIUM.exists()
+        else f"{CHROMIUM} is not installed: cannot test the HTML report in a browser"
+    )
     return CHROMIUM
 
 

@@ -83,6 +83,7 @@ def test_deleted_output_is_regenerated(gb: Any, engine: Any, tmp_path: Path) -> 
     assert "report written" in res.output and (out / "report.md").exists()
 
 
+@pytest.mark.slow
 def test_report_contents(gb: Any, engine: Any, populated: Expected, tmp_path: Path) -> None:
     out = tmp_path / "report"
     gb.ok("report", "generate", "--out", str(out))
@@ -146,6 +147,7 @@ def test_empty_database_gives_a_valid_report(gb: Any, tmp_path: Path) -> None:
         assert "x,property,value,uncertainty,source" in text
 
 
+@pytest.mark.slow
 def test_no_experiment_says_so(gb: Any, engine: Any, tmp_path: Path) -> None:
     populate(gb, engine, tmp_path, experiment=False)
     out = tmp_path / "r"
@@ -170,6 +172,7 @@ def test_bad_options_exit_2(gb: Any, tmp_path: Path) -> None:
     assert res.exit_code == 2
 
 
+@pytest.mark.slow
 def test_trace_run_option(gb: Any, engine: Any, populated: Expected, tmp_path: Path) -> None:
     rid = next(iter(populated.run_ids.values()))
     out = tmp_path / "r"
@@ -211,6 +214,7 @@ WRAPPER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_generate_imports_no_ml_framework(
     gb: Any, engine: Any, populated: Expected, db_url: str, tmp_path: Path
 ) -> None:

@@ -79,6 +79,7 @@ def test_view_agrees_with_report(engine: Any, populated: Expected) -> None:
         assert diff.max() < 1e-9, merged[[col, f"{col}_view"]]
 
 
+@pytest.mark.slow
 def test_generate_writes_the_same_mae_csv(
     gb: Any, engine: Any, populated: Expected, tmp_path: Path
 ) -> None:

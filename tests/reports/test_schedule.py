@@ -106,6 +106,7 @@ def _migrated_sqlite(path: Path) -> str:
     return url
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_fires_on_interval_and_stops_on_sigterm(
     start: Callable[..., Scheduler], tmp_path: Path
@@ -124,6 +125,7 @@ def test_fires_on_interval_and_stops_on_sigterm(
     assert time.monotonic() - t0 < 25
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_recovers_from_database_outage(start: Callable[..., Scheduler], tmp_path: Path) -> None:
     db_dir = tmp_path / "dbdir"

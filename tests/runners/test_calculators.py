@@ -24,7 +24,7 @@ from glassbench.runners.calculators import (
     package_versions,
     sha256_file,
 )
-from tests.runners.conftest import require_module
+from tests.conftest import TINY_MACE_SEED, require, require_module
 
 HEAVY = ("torch", "tensorflow", "mace", "e3nn", "deepmd", "chgnet", "sevenn", "tensorpotential")
 
@@ -39,7 +39,8 @@ def test_runner_modules_import_no_ml_package() -> None:
         import sys
         import glassbench.runners.calculators as c
         import glassbench.runners.crystal, glassbench.runners.elastic
-        import glassbench.runners.structure, glassbench.runners.tiny_models
+        import glassbench.runners.structure
+        import glassbench.testing.synthetic, glassbench.testing.tiny_models
         c.package_versions("mace"); c.package_versions("deepmd")
         heavy = sorted(m for m in {HEAVY!r} if m in sys.modules)
         assert not heavy, heavy
@@ -135,10 +136,10 @@ def _check_results(atoms: Atoms) -> None:
     assert stress.shape == (6,) and np.isfinite(stress).all()
 
 
-def test_mace_tiny_model_through_factory(tiny_mace_path: Path, glass_cell: Atoms) -> None:
+def test_mace_tiny_model_through_factory(tiny_mace: Path, glass_cell: Atoms) -> None:
     key = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
     before = os.environ.get(key)
-    calc = make_calculator("mace", str(tiny_mace_path), expected_sha256=sha256_file(tiny_mace_path))
+    calc = make_calculator("mace", str(tiny_mace), expected_sha256=sha256_file(tiny_mace))
     # mace sets this process-wide at import; the factory must put it back.
     assert os.environ.get(key) == before
     glass_cell.calc = calc
@@ -155,13 +156,13 @@ def test_mace_tiny_model_through_factory(tiny_mace_path: Path, glass_cell: Atoms
 
 
 def test_mace_changed_file_is_refused_before_unpickling(
-    tiny_mace_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_mace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import torch
 
-    registered = sha256_file(tiny_mace_path)
+    registered = sha256_file(tiny_mace)
     copy = tmp_path / "tampered.model"
-    shutil.copy(tiny_mace_path, copy)
+    shutil.copy(tiny_mace, copy)
     with open(copy, "ab") as fh:
         fh.write(b"\0")
 
@@ -175,17 +176,17 @@ def test_mace_changed_file_is_refused_before_unpickling(
 
 
 def test_mace_portable_format_matches_pickled_model(
-    tiny_mace_path: Path, tmp_path: Path, glass_cell: Atoms
+    tiny_mace: Path, tmp_path: Path, glass_cell: Atoms
 ) -> None:
-    from glassbench.runners.tiny_models import build_tiny_mace
+    from glassbench.testing.tiny_models import build_tiny_mace
 
-    portable = build_tiny_mace(tmp_path / "tiny.pt", seed=0, portable=True)
+    portable = build_tiny_mace(tmp_path / "tiny.pt", seed=TINY_MACE_SEED, portable=True)
     import torch
 
     # The portable file holds no code: it loads with weights_only=True.
     assert isinstance(torch.load(portable, weights_only=True), dict)
     e = []
-    for path in (tiny_mace_path, portable):
+    for path in (tiny_mace, portable):
         atoms = glass_cell.copy()
         atoms.calc = make_calculator("mace", str(path))
         e.append(atoms.get_potential_energy())
@@ -284,11 +285,11 @@ def _run_eval(python: str, arch: str, model: Path, tmp_path: Path) -> dict[str, 
 
 @pytest.mark.slow
 def test_grace_tiny_model_in_its_environment(tmp_path: Path) -> None:
-    from glassbench.runners.tiny_models import build_tiny_grace, find_grace_python
+    from glassbench.testing.tiny_models import build_tiny_grace, find_grace_python
 
     py = find_grace_python()
-    if py is None:
-        pytest.skip("no GRACE environment (.venv-grace): scripts/make-envs.sh --grace")
+    require(None if py else "no GRACE environment (.venv-grace): scripts/make-envs.sh --grace")
+    assert py is not None
     model = build_tiny_grace(tmp_path / "grace-fs", python=py)
     out = _run_eval(py, "grace", model, tmp_path)
     assert out["finite"] and out["refused"] is True
@@ -296,7 +297,7 @@ def test_grace_tiny_model_in_its_environment(tmp_path: Path) -> None:
 
 
 def test_env_python_lookup_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from glassbench.runners import tiny_models
+    from glassbench.testing import tiny_models
 
     def fake_python(venv: Path) -> Path:
         py = venv / "bin" / "python"
@@ -325,6 +326,7 @@ def test_env_python_lookup_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert find(var, ".venv-none-such", "no_such_module_here") is None
 
 
+@pytest.mark.slow
 def test_mace_imports_with_safe_torch_load() -> None:
     require_module("mace", "pip install torch==2.13.0 && pip install mace-torch")
     # e3nn's constants must load through torch's safe loader (slice allow-listed), not

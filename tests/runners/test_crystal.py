@@ -10,7 +10,7 @@ from ase.calculators.lj import LennardJones
 
 from glassbench.runners.crystal import crystal_volume, formula_units_of
 from glassbench.runners.structure import build_c_na3ps4
-from tests.runners.conftest import require_module
+from tests.conftest import require_module
 
 EPS, SIGMA = 0.0104, 3.40
 R0 = 2 ** (1 / 6) * SIGMA

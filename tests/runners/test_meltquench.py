@@ -13,21 +13,14 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import Cli
+from tests.conftest import MACE_HINT, Cli, require_module
 
-pytest.importorskip("mace", reason="MACE is installed by scripts/setup-dev.sh")
+require_module("mace", MACE_HINT)
 
 SHORT = [
     "--x", "1.0", "--quench-rate", "50000", "--formula-units", "2", "--melt-ps", "0.02",
     "--anneal-ps", "0.04", "--timestep-fs", "1.0", "--thermo-every", "5", "--frame-every", "20",
 ]  # fmt: skip
-
-
-@pytest.fixture(scope="session")
-def tiny_mace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from glassbench.runners.tiny_models import build_tiny_mace
-
-    return build_tiny_mace(tmp_path_factory.mktemp("models") / "tiny-mace.pt", seed=3)
 
 
 def _thermo(engine: Any) -> list[tuple[Any, ...]]:
@@ -42,6 +35,7 @@ def _thermo(engine: Any) -> list[tuple[Any, ...]]:
         ]
 
 
+@pytest.mark.slow
 def test_meltquench_tiny_mace_end_to_end(
     gb: Cli, engine: Any, tiny_mace: Path, tmp_path: Path
 ) -> None:

@@ -80,3 +80,19 @@ def parse_cutoffs(specs: Iterable[str]) -> dict[str, float]:
         except ValueError as exc:
             raise ValueError(f"bad cutoff {spec!r}: {exc}") from None
     return resolve_cutoffs(overrides)
+
+
+def cutoff_table(cutoffs: Mapping[str, float] | Iterable[str] | None) -> dict[str, float]:
+    """The full cutoff table from ``{"P-S": 2.5}`` or ``["P-S=2.5"]`` (defaults for the rest).
+
+    Raises :class:`~glassbench.errors.BadInput` on the field ``cutoffs`` (the CLI's
+    ``--cutoff``): this is where user-given cutoffs enter every analysis.
+    """
+    from glassbench.errors import BadInput
+
+    try:
+        if isinstance(cutoffs, Mapping):
+            return resolve_cutoffs(cutoffs)
+        return parse_cutoffs(cutoffs or ())
+    except ValueError as exc:
+        raise BadInput(str(exc), field="cutoffs") from None

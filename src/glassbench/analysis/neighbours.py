@@ -104,7 +104,7 @@ def normalise_geometry(
 
 def _open_basis(box: FloatArray, periodic: list[bool]) -> FloatArray:
     """Orthonormal rows spanning the directions perpendicular to every periodic cell vector."""
-    per = [box[m] for m in range(3) if periodic[m]]
+    per: list[FloatArray] = [box[m] for m in range(3) if periodic[m]]
     if len(per) == 0:
         return np.eye(3)
     if len(per) == 2:

@@ -2,39 +2,37 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol, TypeVar
 
 import click
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from glassbench.errors import Failure, first_line
+from glassbench.errors import BadInput, Failure, first_line
 
 
 def require_schema(engine: Engine) -> None:
     """Fail with a helpful message when the database has not been migrated to head."""
-    from glassbench.service import describe
-    from glassbench.service.migrations import current_revision, head_revision
+    from glassbench.service.migrations import require_schema as require
+
+    require(engine)
+
+
+@contextlib.contextmanager
+def replace_option() -> Iterator[None]:
+    """An ingest's run conflict says ``replace=True``; on the command line it is --replace."""
+    from glassbench.ingest.pipeline import RunConflict
 
     try:
-        current = current_revision(engine)
-    except OperationalError as exc:
-        raise Failure(f"cannot open database {describe(engine)}: {first_line(exc)}") from None
-    head = head_revision(engine)
-    if current is None:
-        raise Failure(
-            f"database {describe(engine)} has no glassbench schema: run `glassbench db upgrade`"
-        )
-    if current != head:
-        raise Failure(
-            f"database {describe(engine)} is at revision {current}, code expects {head}: "
-            "run `glassbench db upgrade`"
-        )
+        yield
+    except RunConflict as exc:
+        raise BadInput(f"{exc.summary}; use --replace to replace it", source=exc.source) from None
 
 
 def db_error(exc: OperationalError | ProgrammingError, engine: Engine) -> Failure:
@@ -102,8 +100,17 @@ FORMAT_OPTION = click.option(
 )
 
 
-def _compose(*decorators: Any) -> Any:
-    def apply(f: Any) -> Any:
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+class OptionsDecorator(Protocol):
+    """Adds click options to a command function (typed, so commands stay typed)."""
+
+    def __call__(self, f: _F, /) -> _F: ...
+
+
+def _compose(*decorators: Callable[[Any], Any]) -> OptionsDecorator:
+    def apply(f: _F) -> _F:
         for d in reversed(decorators):
             f = d(f)
         return f
@@ -120,7 +127,7 @@ RUN_KEY_OPTIONS = _compose(
 )
 
 
-def stage_option(choices: Sequence[str]) -> Any:
+def stage_option(choices: Sequence[str]) -> OptionsDecorator:
     return click.option(
         "--stage",
         type=click.Choice(list(choices)),

@@ -1,161 +1,22 @@
 """``glassbench analyze``: speciation of a structure file, one frame or all of them.
 
-Reads anything ASE reads. Frames are streamed with ``ase.io.iread``, so ``--all-frames`` never
-holds more than one frame in memory. No database is touched.
+The reading and the analysis are ``glassbench.analysis.files.StructureFile``; this module maps
+the options onto it and formats the results (JSON, JSON Lines or tables).
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
 from glassbench.errors import BadInput
 
 if TYPE_CHECKING:
-    from ase import Atoms
-
     from glassbench.analysis import FrameAnalysis
-
-_LAMMPS_DUMPS = ("lammps-dump-text", "lammps-dump-binary")
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _parse_type_map(spec: str | None) -> list[str] | None:
-    if spec is None:
-        return None
-    from ase.data import chemical_symbols
-
-    symbols = [s.strip() for s in spec.split(",")]
-    bad = [s for s in symbols if s not in chemical_symbols or not s or s == "X"]
-    if bad:
-        raise BadInput(
-            f"not element symbols: {', '.join(repr(s) for s in bad)} "
-            "(expected e.g. 'Na,P,S,O' for LAMMPS types 1,2,3,4)",
-            source="--type-map",
-        )
-    return symbols
-
-
-class _Reader:
-    """Frames of one file, streamed, with every read error turned into `BadInput`."""
-
-    def __init__(self, path: Path, fmt: str | None, type_map: list[str] | None):
-        from ase.io.formats import UnknownFileTypeError, filetype, ioformats
-
-        self.path = path
-        self.source = str(path)
-        if not path.exists():
-            raise BadInput("no such file", source=self.source)
-        if path.is_dir():
-            raise BadInput("is a directory, expected a structure file", source=self.source)
-        given = fmt is not None
-        if fmt is None:
-            try:
-                fmt = filetype(str(path))
-            except UnknownFileTypeError as exc:
-                raise BadInput(
-                    f"unrecognised or unsupported file format ({' '.join(str(exc).split())}); "
-                    "name it with --input-format",
-                    source=self.source,
-                ) from None
-            except OSError as exc:
-                raise BadInput(f"cannot read: {_one_line(exc)}", source=self.source) from None
-        if fmt not in ioformats or not ioformats[fmt].can_read:
-            if given:
-                raise BadInput(f"ASE has no reader called {fmt!r}", source="--input-format")
-            # ASE falls back to the file extension as the format name.
-            raise BadInput(
-                f"unsupported file format {fmt!r}; name one ASE reads with --input-format",
-                source=self.source,
-            )
-        self.format = fmt
-        self.single = ioformats[fmt].single
-        self.kwargs: dict[str, Any] = {}
-        if type_map is not None:
-            if fmt not in _LAMMPS_DUMPS:
-                raise BadInput(
-                    f"only for LAMMPS dumps, and {path} is {fmt!r}",
-                    source="--type-map",
-                )
-            self.kwargs["specorder"] = type_map
-        self.type_ids_as_z = fmt in _LAMMPS_DUMPS and type_map is None
-
-    def _fail(self, exc: BaseException, where: str | None) -> BadInput:
-        if isinstance(exc, IndexError) and "specorder" in self.kwargs:
-            return BadInput(
-                "a type id in the dump is larger than the number of --type-map elements",
-                source=self.source,
-                where=where,
-            )
-        return BadInput(f"cannot read: {_one_line(exc)}", source=self.source, where=where)
-
-    def _iread(self, index: slice) -> Iterator[Atoms]:
-        import ase.io
-
-        if self.single:
-            # Single-frame formats (POSCAR...) reject slices other than ':' in ASE's iread.
-            got = ase.io.read(str(self.path), index=0, format=self.format, **self.kwargs)
-            yield from (got if isinstance(got, list) else [got])[index]
-            return
-        yield from ase.io.iread(str(self.path), index=index, format=self.format, **self.kwargs)
-
-    def count(self) -> int | None:
-        try:
-            return sum(1 for _ in self._iread(slice(None)))
-        except Exception:  # only used to word an error message
-            return None
-
-    def frame(self, n: int) -> Atoms:
-        where = f"frame {n}"
-        try:
-            got = list(self._iread(slice(n, (n + 1) or None)))
-        except Exception as exc:  # ASE raises anything from a bad file
-            raise self._fail(exc, where) from None
-        if not got:
-            total = self.count()
-            size = f" (the file has {total} frame{'s' if total != 1 else ''})" if total else ""
-            raise BadInput(f"frame index out of range{size}", source=self.source, where=where)
-        return got[0]
-
-    def frames(self) -> Iterator[tuple[int, Atoms]]:
-        it = self._iread(slice(None))
-        k = 0
-        while True:
-            try:
-                atoms = next(it)
-            except StopIteration:
-                return
-            except Exception as exc:  # ASE raises anything from a bad file
-                raise self._fail(exc, f"frame {k}") from None
-            yield k, atoms
-            k += 1
-
-
-def _analyse(
-    atoms: Atoms, cutoffs: dict[str, float], suggest: bool, reader: _Reader, where: str
-) -> tuple[FrameAnalysis, dict[str, float] | None]:
-    from glassbench.analysis import analyze_atoms
-    from glassbench.analysis.rdf import suggest_cutoffs
-
-    try:
-        result = analyze_atoms(atoms, cutoffs)
-        suggested = (
-            suggest_cutoffs(atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc)
-            if suggest
-            else None
-        )
-    except ValueError as exc:  # degenerate cell, NaN positions...
-        raise BadInput(f"cannot analyse: {exc}", source=reader.source, where=where) from None
-    return result, suggested
 
 
 def _cutoff_line(cutoffs: dict[str, float]) -> str:
@@ -269,16 +130,18 @@ def cli(
     suggest_cutoffs: bool,
 ) -> None:
     """Structural analysis of FILE: P units, anions, S-S chains, Na coordination."""
-    from glassbench.analysis import parse_cutoffs
+    from glassbench.analysis.files import StructureFile
 
     if all_frames and frame is not None:
         raise BadInput("use either --frame or --all-frames", source="--frame")
-    try:
-        cutoffs = parse_cutoffs(cutoff_specs)
-    except ValueError as exc:
-        raise BadInput(str(exc), source="--cutoff") from None
-    reader = _Reader(file, input_format, _parse_type_map(type_map))
-    if reader.type_ids_as_z:
+    structures = StructureFile(
+        file,
+        input_format=input_format,
+        type_map=type_map,
+        cutoffs=cutoff_specs,
+        suggest_cutoffs=suggest_cutoffs,
+    )
+    if structures.type_ids_as_z:
         click.echo(
             f"note: {file}: LAMMPS dump read without --type-map; "
             "type ids without an element column are taken as atomic numbers",
@@ -286,39 +149,30 @@ def cli(
         )
 
     if not all_frames:
-        n = -1 if frame is None else frame
-        atoms = reader.frame(n)
-        res, suggested = _analyse(atoms, cutoffs, suggest_cutoffs, reader, f"frame {n}")
+        one = structures.analyze(-1 if frame is None else frame)
         if fmt == "json":
-            out = res.to_dict()
+            out = one.analysis.to_dict()
+            if one.suggested_cutoffs is not None:
+                out["suggested_cutoffs"] = one.suggested_cutoffs
+            click.echo(json.dumps(out))
+        else:
+            click.echo(format_table(one.analysis, one.suggested_cutoffs))
+        return
+
+    if fmt == "table":
+        click.echo(_cutoff_line(structures.cutoffs))
+        click.echo(_row_header())
+    for r in structures.analyze_all():
+        suggested = r.suggested_cutoffs
+        if fmt == "json":
+            out = {"frame": r.frame, **r.analysis.to_dict()}
             if suggested is not None:
                 out["suggested_cutoffs"] = suggested
             click.echo(json.dumps(out))
         else:
-            click.echo(format_table(res, suggested))
-        return
-
-    from tqdm import tqdm
-
-    if fmt == "table":
-        click.echo(_cutoff_line(cutoffs))
-        click.echo(_row_header())
-    progress = tqdm(unit="frame", file=sys.stderr, disable=not sys.stderr.isatty())
-    try:
-        for k, atoms in reader.frames():
-            res, suggested = _analyse(atoms, cutoffs, suggest_cutoffs, reader, f"frame {k}")
-            if fmt == "json":
-                out = {"frame": k, **res.to_dict()}
-                if suggested is not None:
-                    out["suggested_cutoffs"] = suggested
-                click.echo(json.dumps(out))
-            else:
-                row = _row(k, res)
-                if suggested is not None:
-                    row += "  suggested: " + " ".join(f"{p}={v:g}" for p, v in suggested.items())
-                click.echo(row)
-            # Streamed output: a consumer sees each frame as soon as it is done.
-            sys.stdout.flush()
-            progress.update()
-    finally:
-        progress.close()
+            row = _row(r.frame, r.analysis)
+            if suggested is not None:
+                row += "  suggested: " + " ".join(f"{p}={v:g}" for p, v in suggested.items())
+            click.echo(row)
+        # Streamed output: a consumer sees each frame as soon as it is done.
+        sys.stdout.flush()

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from glassbench.cli import AppContext, pass_app
 from glassbench.commands._common import FORMAT_OPTION, format_rows, require_schema
-from glassbench.errors import BadInput, Failure, first_line
+from glassbench.errors import BadInput, Failure
+
+if TYPE_CHECKING:
+    from glassbench.campaigns import CampaignSpec
 
 SPEC_ARG = click.argument("spec", type=click.Path(path_type=Path, dir_okay=False))
 
@@ -20,8 +23,8 @@ def cli() -> None:
     """Run or inspect a campaign matrix (a TOML spec, see examples/campaign.toml)."""
 
 
-def _load(spec_path: Path) -> Any:
-    from glassbench.runners.campaign import load_spec
+def _load(spec_path: Path) -> CampaignSpec:
+    from glassbench.campaigns import load_spec
 
     spec = load_spec(spec_path)
     for key in spec.ignored_keys:
@@ -85,10 +88,10 @@ def run(
     Safe to repeat and to run from several machines against one PostgreSQL: each run is
     claimed atomically in the database, so none is executed twice.
     """
-    from glassbench.runners.campaign import run_campaign
+    from glassbench.campaigns import run_campaign
 
     if executor == "local" and scheduler:
-        raise BadInput("--scheduler needs --executor dask", source="--scheduler")
+        raise BadInput("--scheduler needs --executor dask", field="scheduler")
     executor = executor or ("dask" if scheduler else "local")
     parsed = _load(spec)
     engine = app.engine
@@ -106,16 +109,8 @@ def run(
         progress=progress,
     )
     click.echo(report.summary())
-    if report.ok:
-        return
-    lines = [report.summary()]
-    for f in report.failures:
-        lines.append(
-            f"  {f['mlip']} x={f['x']:g} q={f['quench_rate_k_ps']:g} seed={f['seed']}: "
-            f"{f['status']} after {f['attempts']} attempt(s): {first_line(f['error']) or '-'}"
-        )
-    lines += [f"  crystal volumes {c}" for c in report.crystal_failures]
-    raise Failure("\n".join(lines))
+    if not report.ok:
+        raise Failure(report.failure_report())
 
 
 @cli.command("status")
@@ -124,7 +119,13 @@ def run(
 @pass_app
 def status(app: AppContext, spec: Path, fmt: str) -> None:
     """Runs of SPEC per MLIP and composition: done / running / pending / failed / missing."""
-    from glassbench.runners.campaign import campaign_runs, check_mlips, status_table
+    from glassbench.campaigns import (
+        campaign_runs,
+        check_mlips,
+        failure_table,
+        status_counts,
+        status_table,
+    )
 
     parsed = _load(spec)
     engine = app.engine
@@ -132,18 +133,12 @@ def status(app: AppContext, spec: Path, fmt: str) -> None:
     check_mlips(parsed, engine)
     records = campaign_runs(parsed, engine)
     cols, rows = status_table(records)
-    failed = [r for r in records if r.status == "failed"]
-    fcols = ["mlip", "x", "quench_rate_k_ps", "seed", "attempts", "error"]
-    frows = [
-        [r.mlip, r.x, r.quench_rate_k_ps, r.seed, r.attempts, first_line(r.error) or "-"]
-        for r in failed
-    ]
+    fcols, frows = failure_table(records)
     if fmt == "json":
-        totals = {s: sum(1 for r in records if r.status == s) for s in cols[3:]}
         doc = {
             "campaign": parsed.name,
             "total": len(records),
-            "counts": totals,
+            "counts": status_counts(records),
             "rows": json.loads(format_rows(cols, rows, "json")),
             "failures": json.loads(format_rows(fcols, frows, "json")),
         }
@@ -163,7 +158,7 @@ def status(app: AppContext, spec: Path, fmt: str) -> None:
 @pass_app
 def envs(app: AppContext, spec: Path) -> None:
     """Dask worker resources of the spec's MLIPs that run in their own interpreter."""
-    from glassbench.runners.campaign import check_mlips, env_resource_name
+    from glassbench.campaigns import check_mlips, env_resource_name
 
     parsed = _load(spec)
     engine = app.engine
@@ -196,7 +191,7 @@ def envs(app: AppContext, spec: Path) -> None:
 @pass_app
 def job_script(app: AppContext, spec: Path, scheduler: str, mlip_name: str | None) -> None:
     """Print the Slurm/PBS job script of one batch job of workers (from [cluster])."""
-    from glassbench.runners.campaign import check_mlips, jobqueue_job
+    from glassbench.campaigns import check_mlips, jobqueue_job
 
     parsed = _load(spec)
     python = None
@@ -204,8 +199,8 @@ def job_script(app: AppContext, spec: Path, scheduler: str, mlip_name: str | Non
         require_schema(app.engine)
         mlips = check_mlips(parsed, app.engine)
         if mlip_name not in mlips:
-            raise BadInput(f"MLIP {mlip_name!r} is not in the spec's matrix", source="--mlip")
+            raise BadInput(f"MLIP {mlip_name!r} is not in the spec's matrix", field="mlip")
         python = mlips[mlip_name].python
         if not python:
-            raise BadInput(f"MLIP {mlip_name!r} has no interpreter of its own", source="--mlip")
+            raise BadInput(f"MLIP {mlip_name!r} has no interpreter of its own", field="mlip")
     click.echo(jobqueue_job(parsed, scheduler=scheduler, python=python).job_script())

@@ -19,7 +19,7 @@ import click
 from glassbench.cli import AppContext, pass_app
 
 if TYPE_CHECKING:
-    from glassbench.runners.campaign import CampaignReport
+    from glassbench.campaigns import CampaignReport
 
 DEMO_MLIPS = (
     ("chgnet-pbe", "0.3.0", "MPtrj (PBE/PBE+U)", "PBE"),
@@ -92,7 +92,7 @@ def cli(app: AppContext, out_dir: Path, tiny: bool) -> None:
     size = TINY if tiny else FULL
     # One thread unless told otherwise: with more threads than idle cores torch spin-waits (one
     # CHGNet step of a 26-atom cell: 4.4 s with 2 threads on a busy 2-core machine, 0.13 s with 1).
-    from glassbench.commands.run import limit_threads
+    from glassbench.runners.interpreter import limit_threads
 
     threads = app.settings.threads or 1
     limit_threads(threads)
@@ -147,7 +147,7 @@ def _register(engine: Any) -> None:
 
 def _campaign(app: AppContext, size: DemoSize, out_dir: Path, threads: int) -> CampaignReport:
     """The matrix through the campaign machinery: a local process pool, one run per core."""
-    from glassbench.runners.campaign import CampaignSpec, Resources, default_workers, run_campaign
+    from glassbench.campaigns import CampaignSpec, Resources, default_workers, run_campaign
 
     spec = CampaignSpec(
         path=out_dir / "demo-campaign.toml",

@@ -8,12 +8,9 @@ from pathlib import Path
 import click
 
 from glassbench.cli import AppContext, pass_app
-from glassbench.commands._common import FORMAT_OPTION, format_rows, require_schema
+from glassbench.commands._common import FORMAT_OPTION, format_rows
 from glassbench.errors import BadInput
-
-ARCH_CHOICES = ("mace", "deepmd", "grace", "chgnet", "sevenn")
-# Architectures whose weights ship inside their wheel: --model names a pretrained model.
-PRETRAINED = {"chgnet": ("0.3.0", ("0.3.0", "r2scan")), "sevenn": ("7net-0", None)}
+from glassbench.runners.registry import ARCH_CHOICES, PRETRAINED
 
 
 @click.group("mlip")
@@ -49,59 +46,40 @@ def add(
     replace: bool,
 ) -> None:
     """Register MLIP NAME (the model file's sha256 is recorded)."""
-    from glassbench.hashing import sha256_file
-    from glassbench.service import unit_of_work
-    from glassbench.service.repos import NotFound, add_mlip, get_mlip
+    from glassbench.runners.registry import register_mlip
 
+    _check_options(name, arch, model, python)
+    registration = register_mlip(
+        app.engine,
+        name,
+        arch,
+        model=model,
+        python=python,
+        training_data=training_data,
+        functional=functional,
+        dispersion=dispersion,
+        parent=parent,
+        replace=replace,
+    )
+    click.echo(registration.describe())
+
+
+def _check_options(name: str, arch: str, model: str | None, python: str | None) -> None:
+    """The checks of ``register_mlip``, in its order, worded with this command's options."""
     if not name.strip() or len(name) > 128:
         raise BadInput("name must be 1-128 characters", source="NAME")
-    model_sha = None
     if arch in PRETRAINED:
         default, allowed = PRETRAINED[arch]
-        model = model or default
-        if allowed and model not in allowed:
+        if allowed and (model or default) not in allowed:
             raise BadInput(
                 f"{arch} pretrained model must be one of {allowed}, not {model!r}", source="--model"
             )
-    else:
-        if model is None:
-            raise BadInput(f"--arch {arch} needs --model PATH (the model file)", source="--model")
-        path = Path(model)
-        if not path.exists():
-            raise BadInput("model file does not exist", source=model, where="--model")
-        model = str(path.resolve())
-        model_sha = sha256_file(path)
-    if python is not None:
-        py = Path(python)
-        if not py.exists():
-            raise BadInput("interpreter does not exist", source=python, where="--python")
-        python = str(py.absolute())
-    engine = app.engine
-    require_schema(engine)
-    with unit_of_work(engine) as session:
-        parent_id = None
-        if parent is not None:
-            try:
-                parent_id = get_mlip(session, parent).id
-            except NotFound as exc:
-                raise BadInput(str(exc), source="--parent") from None
-        values = {
-            "name": name,
-            "arch": arch,
-            "model_path": model,
-            "model_sha256": model_sha,
-            "python": python,
-            "training_data": training_data,
-            "functional": functional,
-            "dispersion": dispersion,
-            "parent_id": parent_id,
-        }
-        try:
-            mid = add_mlip(session, values, replace=replace)
-        except ValueError as exc:
-            raise BadInput(str(exc), source="NAME") from None
-    sha = f", sha256 {model_sha[:12]}..." if model_sha else ""
-    click.echo(f"registered MLIP {name!r} (id {mid}, {arch}, {model}{sha})")
+    elif model is None:
+        raise BadInput(f"--arch {arch} needs --model PATH (the model file)", source="--model")
+    elif not Path(model).exists():
+        raise BadInput("model file does not exist", source=model, where="--model")
+    if python is not None and not Path(python).exists():
+        raise BadInput("interpreter does not exist", source=python, where="--python")
 
 
 @cli.command("list")
@@ -109,30 +87,10 @@ def add(
 @pass_app
 def list_(app: AppContext, fmt: str) -> None:
     """List registered MLIPs."""
-    from sqlmodel import Session, select
+    from glassbench.runners.registry import LIST_COLUMNS, list_mlips
 
-    from glassbench.schema import MLIP
-
-    engine = app.engine
-    require_schema(engine)
-    with Session(engine) as session:
-        rows = session.exec(select(MLIP).order_by(MLIP.name)).all()
-        names = {m.id: m.name for m in rows}
-        cols = ["name", "arch", "model", "sha256", "python", "functional", "dispersion", "parent"]
-        data = [
-            (
-                m.name,
-                m.arch,
-                m.model_path,
-                (m.model_sha256 or "")[:12],
-                m.python or "",
-                m.functional or "",
-                m.dispersion,
-                names.get(m.parent_id, "") if m.parent_id else "",
-            )
-            for m in rows
-        ]
+    rows = list_mlips(app.engine)
     if fmt == "json":
-        click.echo(json.dumps([dict(zip(cols, r, strict=True)) for r in data], indent=1))
+        click.echo(json.dumps([dict(zip(LIST_COLUMNS, r, strict=True)) for r in rows], indent=1))
     else:
-        click.echo(format_rows(cols, data, fmt))
+        click.echo(format_rows(LIST_COLUMNS, rows, fmt))

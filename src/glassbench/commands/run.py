@@ -2,71 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
 from glassbench.cli import AppContext, pass_app
-from glassbench.commands._common import RUN_KEY_OPTIONS, require_schema
-from glassbench.errors import BadInput, Failure
+from glassbench.commands._common import RUN_KEY_OPTIONS
+from glassbench.errors import BadInput
 
 
 @click.group("run")
 def cli() -> None:
     """Run simulations with live ingest."""
-
-
-def _mlip_record(app: AppContext, name: str) -> Any:
-    from sqlmodel import Session
-
-    from glassbench.service.repos import NotFound, get_mlip
-
-    with Session(app.engine) as s:
-        try:
-            m = get_mlip(s, name)
-        except NotFound as exc:
-            raise BadInput(str(exc), source="--mlip") from None
-        s.expunge(m)
-        return m
-
-
-def limit_threads(threads: int | None) -> None:
-    """Apply GLASSBENCH_THREADS to OpenMP and torch (oversubscribed torch spin-waits)."""
-    if not threads:
-        return
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    try:
-        import torch
-    except ImportError:
-        return
-    torch.set_num_threads(threads)
-
-
-def delegate_if_needed(app: AppContext, mlip: Any, argv: list[str]) -> bool:
-    """Re-run this command in the MLIP's own interpreter when it names one.
-
-    The database URL travels in the environment, not on the command line (where `ps` shows it).
-    Returns True if the command ran elsewhere (its exit status is propagated).
-    """
-    if not mlip.python:
-        return False
-    target = Path(mlip.python)
-    if target.absolute() == Path(sys.executable).absolute():
-        return False
-    if not target.exists():
-        raise Failure(f"interpreter {mlip.python} registered for MLIP {mlip.name!r} does not exist")
-    env = dict(os.environ)
-    env["GLASSBENCH_DATABASE_URL"] = app.settings.database_url
-    cmd = [str(target), "-m", "glassbench", *argv]
-    click.echo(f"running MLIP {mlip.name!r} in {target}", err=True)
-    rc = subprocess.call(cmd, env=env)
-    if rc != 0:
-        raise click.exceptions.Exit(rc)
-    return True
 
 
 @cli.command("meltquench")
@@ -117,7 +64,6 @@ def meltquench(
 
     if quench_rate <= 0:
         raise BadInput(f"must be > 0, got {quench_rate}", source="--quench-rate")
-    flush_every = max(thermo_every, (200 // thermo_every) * thermo_every)
     params = MeltQuenchParams(
         mlip=mlip,
         x=x,
@@ -132,59 +78,22 @@ def meltquench(
         density_g_cm3=density,
         thermo_every=thermo_every,
         frame_every=frame_every,
-        flush_every=flush_every,
+        flush_every=max(thermo_every, (200 // thermo_every) * thermo_every),
         elastic=elastic,
     )
-    engine = app.engine
-    require_schema(engine)
-    record = _mlip_record(app, mlip)
-    if not in_process and delegate_if_needed(app, record, _rebuild_argv(params, checkpoint_dir)):
-        return
-    limit_threads(app.settings.threads)
-    out = run_meltquench(engine, params, checkpoint_dir=checkpoint_dir)
-    props = ", ".join(f"{k}={v:.4g}" for k, v in out.properties.items())
-    resumed = f" (resumed from step {out.resumed_from})" if out.resumed_from else ""
-    click.echo(
-        f"run {out.run_id}: {out.status}{resumed}; {out.steps} steps in {out.wall_s:.1f} s {props} {out.message}".rstrip()
+    outcome = run_meltquench(
+        app.engine,
+        params,
+        checkpoint_dir=checkpoint_dir,
+        threads=app.settings.threads,
+        delegate=not in_process,
+        notify=_to_stderr,
     )
+    click.echo(outcome.describe())
 
 
-def _rebuild_argv(p: Any, checkpoint_dir: Path) -> list[str]:
-    argv = [
-        "run",
-        "meltquench",
-        "--mlip",
-        p.mlip,
-        "--x",
-        repr(p.x),
-        "--quench-rate",
-        repr(p.quench_rate_k_ps),
-        "--seed",
-        str(p.seed),
-        "--formula-units",
-        str(p.formula_units),
-        "--t-melt",
-        repr(p.t_melt_k),
-        "--melt-ps",
-        repr(p.melt_ps),
-        "--t-final",
-        repr(p.t_final_k),
-        "--anneal-ps",
-        repr(p.anneal_ps),
-        "--timestep-fs",
-        repr(p.timestep_fs),
-        "--thermo-every",
-        str(p.thermo_every),
-        "--frame-every",
-        str(p.frame_every),
-        "--checkpoint-dir",
-        str(checkpoint_dir.absolute()),
-        "--elastic" if p.elastic else "--no-elastic",
-        "--in-process",
-    ]
-    if p.density_g_cm3 is not None:
-        argv += ["--density", repr(p.density_g_cm3)]
-    return argv
+def _to_stderr(message: str) -> None:
+    click.echo(message, err=True)
 
 
 @cli.command("crystal")
@@ -209,27 +118,14 @@ def crystal(
     """
     from glassbench.runners.crystal_run import run_crystals
 
-    engine = app.engine
-    require_schema(engine)
-    record = _mlip_record(app, mlip)
-    argv = [
-        "run",
-        "crystal",
-        "--mlip",
+    outcomes = run_crystals(
+        app.engine,
         mlip,
-        "--fmax",
-        repr(fmax),
-        "--steps",
-        str(steps),
-        "--in-process",
-        *[str(p.absolute()) for p in structures],
-    ]
-    if not in_process and delegate_if_needed(app, record, argv):
-        return
-    for o in run_crystals(engine, mlip, list(structures), fmax=fmax, steps=steps):
-        exp = f"{o.exp_volume_per_fu_a3:.2f}" if o.exp_volume_per_fu_a3 else "n/a"
-        dev = f"{o.deviation_pct:+.2f} %" if o.deviation_pct is not None else "no reference"
-        conv = "" if o.converged else " (NOT converged)"
-        click.echo(
-            f"{o.crystal}: {o.volume_per_fu_a3:.2f} A^3/f.u. vs experiment {exp} ({dev}){conv}"
-        )
+        list(structures),
+        fmax=fmax,
+        steps=steps,
+        delegate=not in_process,
+        notify=_to_stderr,
+    )
+    for o in outcomes:
+        click.echo(o.describe())

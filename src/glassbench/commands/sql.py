@@ -6,7 +6,6 @@ import click
 
 from glassbench.cli import AppContext, pass_app
 from glassbench.commands._common import FORMAT_OPTION, format_rows
-from glassbench.errors import BadInput, Failure
 
 
 @click.command("sql")
@@ -16,16 +15,7 @@ from glassbench.errors import BadInput, Failure
 @pass_app
 def cli(app: AppContext, query: str, fmt: str, max_rows: int | None) -> None:
     """Run QUERY read-only; writes and DDL are refused (exit 2)."""
-    from sqlalchemy.exc import OperationalError
+    from glassbench.service.readonly import query as run_query
 
-    from glassbench.service import describe
-    from glassbench.service.readonly import QueryRefused, run_readonly
-
-    engine = app.engine
-    try:
-        result = run_readonly(engine, query, max_rows=max_rows)
-    except QueryRefused as exc:
-        raise BadInput(f"query refused (read-only): {exc}", source="QUERY") from None
-    except OperationalError as exc:
-        raise Failure(f"cannot query {describe(engine)}: {str(exc.orig).strip()}") from None
+    result = run_query(app.engine, query, max_rows=max_rows)
     click.echo(format_rows(result.columns, result.rows, fmt))

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from glassbench.errors import BadInput
-from glassbench.ingest.pipeline import FrameData, density_from, element_counts
+from glassbench.ingest.frames import FrameData, element_counts
+from glassbench.ingest.properties import density_from
 
 if TYPE_CHECKING:
     from ase import Atoms

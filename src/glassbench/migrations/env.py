@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
 from glassbench.schema import metadata
 
+if TYPE_CHECKING:
+    from alembic.runtime.environment import NameFilterType
+    from sqlalchemy.schema import SchemaItem
+
 config = context.config
 target_metadata = metadata
 
 
-def _include_object(obj, name, type_, reflected, compare_to):
+def _include_object(
+    obj: SchemaItem,
+    name: str | None,
+    type_: NameFilterType,
+    reflected: bool,
+    compare_to: SchemaItem | None,
+) -> bool:
     # Views are created by migrations with raw SQL; reflection may report them as tables.
     from glassbench.schema.views import CURRENT_VIEWS
 

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from glassbench.reports.keys import ARTEFACTS, COMPARABLE, Key
+from glassbench.schema import RunStatus
 
 NanPolicy = Literal["omit", "raise"]
 
@@ -47,7 +48,7 @@ def _check_nan(values: pd.Series, *, nan_policy: NanPolicy, what: str) -> None:
 
 def completed(runs: pd.DataFrame) -> pd.DataFrame:
     """Runs whose results count (status ``done``); pending, running and failed runs do not."""
-    return runs[runs["status"] == "done"]
+    return runs[runs["status"] == RunStatus.DONE.value]
 
 
 def seed_stats(
@@ -315,12 +316,12 @@ def coverage_table(mlips: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
 
     Every registered MLIP appears, those without runs with zeros.
     """
-    statuses = ("done", "running", "pending", "failed")
+    statuses = (RunStatus.DONE, RunStatus.RUNNING, RunStatus.PENDING, RunStatus.FAILED)
     names = sorted(set(mlips[Key.mlip]) | set(runs[Key.mlip])) if len(mlips) or len(runs) else []
     out = pd.DataFrame({Key.mlip: names})
     for s in statuses:
-        counts = runs[runs["status"] == s].groupby(Key.mlip).size()
-        out[f"runs_{s}"] = out[Key.mlip].map(counts).fillna(0).astype(int)
+        counts = runs[runs["status"] == s.value].groupby(Key.mlip).size()
+        out[f"runs_{s.value}"] = out[Key.mlip].map(counts).fillna(0).astype(int)
     done = completed(runs)
     out["compositions"] = out[Key.mlip].map(done.groupby(Key.mlip)[Key.x].nunique()).fillna(0)
     out["compositions"] = out["compositions"].astype(int)

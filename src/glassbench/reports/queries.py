@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from glassbench.reports.keys import ARTEFACTS, COMPARABLE, TRACE_UNITS, Key
-from glassbench.schema.models import RUN_PROPERTIES
+from glassbench.schema.models import RUN_PROPERTIES, RunStatus
 
 # Bound parameters per IN list: well under SQLite's variable limit on every version.
 _CHUNK = 900
@@ -69,7 +69,7 @@ class ReportData:
 
     @property
     def is_empty(self) -> bool:
-        return self.runs.empty and self.experiment.empty and self.crystals.empty
+        return bool(self.runs.empty and self.experiment.empty and self.crystals.empty)
 
 
 def _frame(conn: Connection, sql: str, params: dict[str, object] | None = None) -> pd.DataFrame:
@@ -215,12 +215,13 @@ def _trace_candidates(conn: Connection) -> pd.DataFrame:
         FROM frame f
         JOIN run r ON r.id = f.run_id
         LEFT JOIN thermo t ON t.run_id = f.run_id AND t.step = f.step
-        WHERE r.status = 'done' AND f.stage <> 'strain'
+        WHERE r.status = :done AND f.stage <> 'strain'
           AND COALESCE(f.temperature_k, t.temperature_k) IS NOT NULL
           AND EXISTS (SELECT 1 FROM speciation s WHERE s.frame_id = f.id)
         GROUP BY f.run_id
         ORDER BY f.run_id
         """,
+        {"done": RunStatus.DONE.value},
     )
 
 

@@ -14,6 +14,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import pandas as pd
 
@@ -328,7 +329,8 @@ def write_atomic(path: Path, data: bytes | str) -> None:
 
 
 def csv_text(df: pd.DataFrame) -> str:
-    return df.to_csv(index=False, lineterminator="\n")
+    # pandas is untyped here (Any); with no path, to_csv returns the text.
+    return cast(str, df.to_csv(index=False, lineterminator="\n"))
 
 
 def table_names(tables: Sequence[Table]) -> list[str]:

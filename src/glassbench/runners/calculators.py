@@ -302,8 +302,8 @@ def _make_chgnet(name: str, *, device: str) -> Calculator:
             f"unknown CHGNet model {name!r} (shipped: {', '.join(CHGNET_MODELS)})", where="model"
         )
     try:
-        from chgnet.model import CHGNet
         from chgnet.model.dynamics import CHGNetCalculator
+        from chgnet.model.model import CHGNet
     except ImportError as err:
         raise _missing("chgnet", err) from err
     # Harmless and printed on every run: CHGNet hands each structure to pymatgen, which warns

@@ -14,7 +14,7 @@ _OPTIMIZERS = ("FIRE", "BFGS", "LBFGS")
 
 def formula_units_of(atoms: Atoms) -> int:
     """Formula units in the cell: the gcd of the element counts (Na6P2S8 -> 2)."""
-    counts = Counter(atoms.get_chemical_symbols())
+    counts: Counter[str] = Counter(atoms.get_chemical_symbols())
     if not counts:
         raise ValueError("empty structure has no formula units")
     return reduce(math.gcd, counts.values())

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from glassbench.errors import BadInput
+from glassbench.errors import BadInput, first_line
 from glassbench.hashing import sha256_file
+from glassbench.runners.delegation import call_in_interpreter, interpreter_for
 from glassbench.service import repos, unit_of_work
 
 log = logging.getLogger(__name__)
@@ -25,6 +27,16 @@ class CrystalOutcome:
     deviation_pct: float | None
     converged: bool
     source: str | None
+
+    def describe(self) -> str:
+        """The one line ``glassbench run crystal`` prints for this crystal."""
+        exp = f"{self.exp_volume_per_fu_a3:.2f}" if self.exp_volume_per_fu_a3 else "n/a"
+        dev = f"{self.deviation_pct:+.2f} %" if self.deviation_pct is not None else "no reference"
+        conv = "" if self.converged else " (NOT converged)"
+        return (
+            f"{self.crystal}: {self.volume_per_fu_a3:.2f} A^3/f.u. vs experiment {exp} ({dev})"
+            f"{conv}"
+        )
 
 
 def reference_for(name: str) -> dict[str, Any] | None:
@@ -45,7 +57,7 @@ def read_structure(path: Path) -> Any:
         atoms = ase.io.read(path)
     except Exception as exc:  # ASE raises many types for unreadable input
         raise BadInput(
-            f"not a structure ASE can read: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+            f"not a structure ASE can read: {first_line(exc)}",
             source=str(path),
         ) from None
     if isinstance(atoms, list):
@@ -60,32 +72,42 @@ def read_structure(path: Path) -> Any:
 def run_crystals(
     engine: Engine,
     mlip_name: str,
-    files: list[Path],
+    files: Sequence[str | Path],
     *,
     calculator: Any = None,
     fmax: float = 0.01,
     steps: int = 500,
+    delegate: bool = True,
+    notify: Callable[[str], object] | None = None,
 ) -> list[CrystalOutcome]:
     """Relax each crystal (positions and cell) and store relaxed vs experimental volume.
 
     The crystal's name is the file's stem (``c-Na3PS4.cif`` -> ``c-Na3PS4``); the experimental
     volume comes from the packaged reference lattices (../shared/reference/crystals.csv, with
-    their sources), which are recorded in the ``experiment`` table as they are used.
+    their sources), which are recorded in the ``experiment`` table as they are used. Without a
+    ``calculator``, an MLIP registered with an interpreter of another environment runs there
+    (unless ``delegate`` is False); ``notify`` is told so in one line.
     """
     from glassbench.runners.crystal import crystal_volume
+    from glassbench.runners.meltquench import build_calculator, mlip_record
+    from glassbench.service.migrations import require_schema
 
-    structures = [(p.stem, read_structure(p), p) for p in files]
+    require_schema(engine)
+    mlip = mlip_record(engine, mlip_name)
+    python = interpreter_for(mlip, notify) if calculator is None and delegate else None
+    if python is not None:
+        request = {
+            "mlip": mlip_name,
+            "files": [str(Path(p).absolute()) for p in files],
+            "fmax": fmax,
+            "steps": steps,
+        }
+        answer = call_in_interpreter(python, f"{__name__}:serve_crystals", request, engine=engine)
+        return [CrystalOutcome(**o) for o in answer]
+    structures = [(p.stem, read_structure(p), p) for p in map(Path, files)]
     for name, atoms, path in structures:
         formula_units_for(name, atoms, path)  # refuse mismatches before any work
-    with unit_of_work(engine) as s:
-        try:
-            mlip = repos.get_mlip(s, mlip_name)
-        except repos.NotFound as exc:
-            raise BadInput(str(exc), field="mlip") from None
-        s.expunge(mlip)
     if calculator is None:
-        from glassbench.runners.meltquench import build_calculator
-
         calculator = build_calculator(mlip)
     out: list[CrystalOutcome] = []
     for name, atoms, path in structures:
@@ -163,3 +185,16 @@ def formula_units_for(name: str, atoms: Any, path: Path) -> int | None:
             source=str(path),
         )
     return n
+
+
+def serve_crystals(engine: Engine, request: dict[str, Any]) -> list[dict[str, Any]]:
+    """Delegated crystals, in the MLIP's interpreter (see ``runners/delegation.py``)."""
+    outcomes = run_crystals(
+        engine,
+        request["mlip"],
+        request["files"],
+        fmax=request["fmax"],
+        steps=request["steps"],
+        delegate=False,
+    )
+    return [asdict(o) for o in outcomes]

@@ -28,6 +28,9 @@ from typing import Any
 import numpy as np
 from ase import Atoms, units
 from ase.calculators.calculator import Calculator
+from numpy.typing import NDArray
+
+FloatArray = NDArray[np.float64]
 
 _OPTIMIZERS = ("FIRE", "BFGS", "LBFGS")
 
@@ -64,7 +67,7 @@ class Moduli:
 class ElasticResult:
     """Elastic constants (GPa), Hill moduli with uncertainties, and how they were obtained."""
 
-    c_gpa: np.ndarray
+    c_gpa: FloatArray
     bulk_modulus_gpa: float
     shear_modulus_gpa: float
     young_modulus_gpa: float
@@ -104,7 +107,7 @@ class ElasticResult:
         return out
 
 
-def voigt_strain_matrix(component: int, magnitude: float) -> np.ndarray:
+def voigt_strain_matrix(component: int, magnitude: float) -> FloatArray:
     """Symmetric strain tensor for one Voigt component (0..5 = xx, yy, zz, yz, xz, xy).
 
     Shear components are engineering strains: gamma = magnitude = 2 eps_ij.
@@ -120,7 +123,7 @@ def voigt_strain_matrix(component: int, magnitude: float) -> np.ndarray:
     return eps
 
 
-def moduli_from_stiffness(c: np.ndarray) -> Moduli:
+def moduli_from_stiffness(c: FloatArray) -> Moduli:
     """Voigt, Reuss and Hill bulk / shear moduli, Young's modulus and Poisson ratio.
 
     Units follow ``c``. Reuss bounds are NaN when C is singular.
@@ -164,7 +167,7 @@ def _relax(atoms: Atoms, fmax: float, max_steps: int, optimizer: str) -> bool:
     return bool(opt.run(fmax=fmax, steps=max_steps))
 
 
-def _md_stress(atoms: Atoms, md: ElasticMD, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _md_stress(atoms: Atoms, md: ElasticMD, seed: int) -> tuple[FloatArray, FloatArray]:
     """Time-averaged Voigt stress (eV/A^3) and its standard error from block averages."""
     from ase.md import velocitydistribution
     from ase.md.langevin import Langevin
@@ -236,7 +239,7 @@ def elastic_moduli(
 
     md_seed = 0 if md is None else md.seed
 
-    def stress_at(eps: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, bool]:
+    def stress_at(eps: FloatArray, k: int) -> tuple[FloatArray, FloatArray, bool]:
         strained = ref.copy()
         strained.calc = calc
         deform = np.eye(3) + eps
@@ -269,7 +272,7 @@ def elastic_moduli(
 
     to_gpa = 1.0 / units.GPa
 
-    def sym(m: np.ndarray) -> np.ndarray:
+    def sym(m: FloatArray) -> FloatArray:
         return 0.5 * (m + m.T)
 
     c = sym((s_plus - s_minus) / (2.0 * strain)) * to_gpa

@@ -72,6 +72,19 @@ def estimate_density_g_cm3(x: float) -> float:
     return _DENSITY_X0_G_CM3 + (_DENSITY_X7_G_CM3 - _DENSITY_X0_G_CM3) * float(x) / 7.0
 
 
+def cubic_cell_length(counts: Mapping[str, int], density_g_cm3: float) -> float:
+    """Edge (A) of the cube that holds ``counts`` atoms ({element: n}) at ``density_g_cm3``.
+
+    Shared by every builder of synthetic cells (`random_glass` here, the dimer glass of
+    `glassbench.testing.synthetic`), so they agree on masses and units. Raises ValueError
+    unless the density is a positive finite number.
+    """
+    if not (density_g_cm3 > 0 and math.isfinite(density_g_cm3)):
+        raise ValueError(f"density must be a positive number, not {density_g_cm3}")
+    mass_amu = sum(MASSES_AMU[el] * n for el, n in counts.items())
+    return float((mass_amu * AMU_PER_A3_TO_G_CM3 / density_g_cm3) ** (1.0 / 3.0))
+
+
 def _min_dist_matrix(min_dist: Mapping[tuple[str, str], float] | float | None) -> np.ndarray:
     """Symmetric (n_elements x n_elements) matrix of minimum distances, ELEMENTS order."""
     n = len(ELEMENTS)
@@ -120,12 +133,8 @@ def random_glass(
     counts = composition_counts(x, formula_units)
     if density_g_cm3 is None:
         density_g_cm3 = estimate_density_g_cm3(x)
-    if not (density_g_cm3 > 0 and math.isfinite(density_g_cm3)):
-        raise ValueError(f"density must be a positive number, not {density_g_cm3}")
+    length = cubic_cell_length(counts, density_g_cm3)
     dmat = _min_dist_matrix(min_dist)
-
-    mass_amu = sum(MASSES_AMU[el] * n for el, n in counts.items())
-    length = (mass_amu * AMU_PER_A3_TO_G_CM3 / density_g_cm3) ** (1.0 / 3.0)
 
     species = np.concatenate(
         [np.full(counts[el], i, dtype=np.int64) for i, el in enumerate(ELEMENTS)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import zlib
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -20,6 +21,7 @@ def pack_array(array: npt.ArrayLike, *, level: int = 1) -> bytes:
     return zlib.compress(buf.getvalue(), level)
 
 
-def unpack_array(blob: bytes) -> np.ndarray:
+def unpack_array(blob: bytes) -> npt.NDArray[Any]:
     """Inverse of :func:`pack_array`; never unpickles."""
-    return np.load(io.BytesIO(zlib.decompress(blob)), allow_pickle=False)
+    # np.load is typed Any (it may return an NpzFile); a ``.npy`` stream is one array.
+    return cast(npt.NDArray[Any], np.load(io.BytesIO(zlib.decompress(blob)), allow_pickle=False))

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from glassbench.schema import RunStatus
+
 
 @dataclass
 class CheckReport:
@@ -18,58 +20,82 @@ class CheckReport:
         return not self.problems
 
 
+def _done(sql: str) -> sa.TextClause:
+    """``sql`` with its ``:done`` parameter bound to the status of a finished run."""
+    return sa.text(sql).bindparams(done=RunStatus.DONE.value)
+
+
 # (description, SQL returning offending rows: first column an id, second a detail)
-_CHECKS: tuple[tuple[str, str], ...] = (
+_CHECKS: tuple[tuple[str, sa.TextClause], ...] = (
     (
         "run without MLIP/composition/protocol",
-        "SELECT r.id, 'dangling key' FROM run r LEFT JOIN mlip m ON m.id = r.mlip_id "
-        "LEFT JOIN composition c ON c.id = r.composition_id "
-        "LEFT JOIN protocol p ON p.id = r.protocol_id "
-        "WHERE m.id IS NULL OR c.id IS NULL OR p.id IS NULL",
+        sa.text(
+            "SELECT r.id, 'dangling key' FROM run r LEFT JOIN mlip m ON m.id = r.mlip_id "
+            "LEFT JOIN composition c ON c.id = r.composition_id "
+            "LEFT JOIN protocol p ON p.id = r.protocol_id "
+            "WHERE m.id IS NULL OR c.id IS NULL OR p.id IS NULL"
+        ),
     ),
     (
         "frame without run",
-        "SELECT f.id, f.run_id FROM frame f LEFT JOIN run r ON r.id = f.run_id WHERE r.id IS NULL",
+        sa.text(
+            "SELECT f.id, f.run_id FROM frame f LEFT JOIN run r ON r.id = f.run_id "
+            "WHERE r.id IS NULL"
+        ),
     ),
     (
         "thermo without run",
-        "SELECT t.run_id, t.step FROM thermo t LEFT JOIN run r ON r.id = t.run_id "
-        "WHERE r.id IS NULL",
+        sa.text(
+            "SELECT t.run_id, t.step FROM thermo t LEFT JOIN run r ON r.id = t.run_id "
+            "WHERE r.id IS NULL"
+        ),
     ),
     (
         "speciation without frame",
-        "SELECT s.frame_id, s.unit FROM speciation s LEFT JOIN frame f ON f.id = s.frame_id "
-        "WHERE f.id IS NULL",
+        sa.text(
+            "SELECT s.frame_id, s.unit FROM speciation s LEFT JOIN frame f ON f.id = s.frame_id "
+            "WHERE f.id IS NULL"
+        ),
     ),
     (
         "done run without a final frame",
-        "SELECT r.id, r.source FROM run r "
-        "WHERE r.status = 'done' AND r.source = 'runner' AND NOT EXISTS "
-        "(SELECT 1 FROM frame f WHERE f.run_id = r.id AND f.stage = 'final')",
+        _done(
+            "SELECT r.id, r.source FROM run r "
+            "WHERE r.status = :done AND r.source = 'runner' AND NOT EXISTS "
+            "(SELECT 1 FROM frame f WHERE f.run_id = r.id AND f.stage = 'final')"
+        ),
     ),
     (
         # `ingest lammps --log` without --dump stores thermo only: a frameless LAMMPS run is valid
         "done run without any frame",
-        "SELECT r.id, r.source FROM run r WHERE r.status = 'done' AND r.source <> 'lammps' "
-        "AND NOT EXISTS (SELECT 1 FROM frame f WHERE f.run_id = r.id)",
+        _done(
+            "SELECT r.id, r.source FROM run r WHERE r.status = :done AND r.source <> 'lammps' "
+            "AND NOT EXISTS (SELECT 1 FROM frame f WHERE f.run_id = r.id)"
+        ),
     ),
     (
         "done run without density",
-        "SELECT r.id, r.source FROM run r "
-        "WHERE r.status = 'done' AND r.source = 'runner' AND NOT EXISTS "
-        "(SELECT 1 FROM property p WHERE p.run_id = r.id AND p.name = 'density_g_cm3')",
+        _done(
+            "SELECT r.id, r.source FROM run r "
+            "WHERE r.status = :done AND r.source = 'runner' AND NOT EXISTS "
+            "(SELECT 1 FROM property p WHERE p.run_id = r.id AND p.name = 'density_g_cm3')"
+        ),
     ),
     (
         "frame of a done run without speciation",
-        "SELECT f.id, f.run_id FROM frame f JOIN run r ON r.id = f.run_id "
-        "WHERE r.status = 'done' AND f.stage <> 'strain' AND NOT EXISTS "
-        "(SELECT 1 FROM speciation s WHERE s.frame_id = f.id)",
+        _done(
+            "SELECT f.id, f.run_id FROM frame f JOIN run r ON r.id = f.run_id "
+            "WHERE r.status = :done AND f.stage <> 'strain' AND NOT EXISTS "
+            "(SELECT 1 FROM speciation s WHERE s.frame_id = f.id)"
+        ),
     ),
     (
         "thermo time not increasing with step",
-        "SELECT run_id, step FROM (SELECT run_id, step, time_ps, "
-        "LAG(time_ps) OVER (PARTITION BY run_id ORDER BY step) AS prev FROM thermo) t "
-        "WHERE prev IS NOT NULL AND time_ps IS NOT NULL AND time_ps < prev",
+        sa.text(
+            "SELECT run_id, step FROM (SELECT run_id, step, time_ps, "
+            "LAG(time_ps) OVER (PARTITION BY run_id ORDER BY step) AS prev FROM thermo) t "
+            "WHERE prev IS NOT NULL AND time_ps IS NOT NULL AND time_ps < prev"
+        ),
     ),
 )
 
@@ -85,7 +111,7 @@ def check_database(engine: Engine, *, limit: int = 5) -> CheckReport:
             if ok != "ok":
                 report.problems.append(f"sqlite quick_check: {ok}")
         for desc, sql in _CHECKS:
-            rows = conn.execute(sa.text(sql)).fetchall()
+            rows = conn.execute(sql).fetchall()
             if rows:
                 sample = ", ".join(str(tuple(r)) for r in rows[:limit])
                 report.problems.append(f"{desc}: {len(rows)} (e.g. {sample})")

@@ -51,6 +51,33 @@ def head_revision(engine: Engine) -> str | None:
     return ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
 
 
+def require_schema(engine: Engine) -> None:
+    """Fail with a helpful message unless the database is migrated to head.
+
+    Every use case that reads or writes results calls this first (``glassbench db upgrade``
+    and ``glassbench.api.connect`` migrate).
+    """
+    from sqlalchemy.exc import OperationalError
+
+    from glassbench.errors import Failure, first_line
+    from glassbench.service.db import describe
+
+    try:
+        current = current_revision(engine)
+    except OperationalError as exc:
+        raise Failure(f"cannot open database {describe(engine)}: {first_line(exc)}") from None
+    head = head_revision(engine)
+    if current is None:
+        raise Failure(
+            f"database {describe(engine)} has no glassbench schema: run `glassbench db upgrade`"
+        )
+    if current != head:
+        raise Failure(
+            f"database {describe(engine)} is at revision {current}, code expects {head}: "
+            "run `glassbench db upgrade`"
+        )
+
+
 def revisions(engine: Engine) -> list[str]:
     """All revisions, oldest first."""
     script = ScriptDirectory.from_config(alembic_config(engine))

@@ -56,6 +56,25 @@ def run_readonly(engine: Engine, sql: str, *, max_rows: int | None = None) -> Qu
     raise QueryRefused(f"unsupported database {engine.dialect.name}")
 
 
+def query(engine: Engine, sql: str, *, max_rows: int | None = None) -> QueryResult:
+    """:func:`run_readonly` with glassbench's errors (what ``glassbench sql`` runs).
+
+    A refused statement is ``BadInput`` on the field ``query``; an unreachable database a
+    ``Failure`` naming it (password masked).
+    """
+    from sqlalchemy.exc import OperationalError
+
+    from glassbench.errors import BadInput, Failure
+    from glassbench.service.db import describe
+
+    try:
+        return run_readonly(engine, sql, max_rows=max_rows)
+    except QueryRefused as exc:
+        raise BadInput(f"query refused (read-only): {exc}", field="query") from None
+    except OperationalError as exc:
+        raise Failure(f"cannot query {describe(engine)}: {str(exc.orig).strip()}") from None
+
+
 def _sqlite(engine: Engine, sql: str, max_rows: int | None) -> QueryResult:
     db = make_url(str(engine.url)).database
     if not db or db == ":memory:":

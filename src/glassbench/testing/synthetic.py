@@ -1,8 +1,15 @@
-"""Synthetic Na4P2S(7-x)O(x) frames for benchmarks, examples and tests.
+"""Synthetic Na4P2S(7-x)O(x) frames of intact P2X7 dimers, for tests, benchmarks and examples.
 
 Not a glass model: P2X7 dimers (X = S or O) and Na ions dropped at random positions and
 orientations into a periodic box at a given density, with a minimum distance between atoms of
-different molecules. Good enough to give the analysis a realistic number of neighbours.
+different molecules. Good enough to give the analysis a realistic number of neighbours, with a
+speciation known by construction (every P is P1, one bridging anion per dimer).
+
+`glassbench.runners.structure.random_glass` is the builder of random *atomic* cells (the
+melt-quench starting structure); `dimer_glass` keeps its composition rules and cell size
+(`composition_counts`, `cubic_cell_length`: same masses, same amu/A^3 -> g/cm^3 constant) and
+differs only in what it places: rigid dimers instead of single atoms, which the analysis tests
+need and independent atoms cannot give.
 """
 
 from __future__ import annotations
@@ -13,7 +20,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-_MASS = {11: 22.98976928, 15: 30.973762, 16: 32.06, 8: 15.999}
+from glassbench.chemistry import ATOMIC_NUMBERS
+from glassbench.runners.structure import composition_counts, cubic_cell_length
+
 _BOND = {16: 2.05, 8: 1.55}  # P-X bond length by anion Z, Å
 _TETRA = np.degrees(np.arccos(-1.0 / 3.0))  # 109.47°
 
@@ -64,7 +73,7 @@ def _random_rotations(rng: np.random.Generator, n: int) -> NDArray[np.float64]:
     q, r = np.linalg.qr(rng.normal(size=(n, 3, 3)))
     q = q * np.sign(np.diagonal(r, axis1=1, axis2=2))[:, None, :]
     q[np.linalg.det(q) < 0, :, 0] *= -1
-    return q
+    return np.asarray(q, dtype=np.float64)
 
 
 def skewed_basis(cell: ArrayLike) -> NDArray[np.float64]:
@@ -73,7 +82,8 @@ def skewed_basis(cell: ArrayLike) -> NDArray[np.float64]:
     Atoms valid in ``cell`` are valid, unchanged, in the returned cell: the periodic structure
     is identical, only its description differs (angles of about 55 and 35 degrees for a cube).
     """
-    return np.array([[1, 0, 0], [1, 1, 0], [1, 1, 1]], dtype=float) @ np.asarray(cell, float)
+    basis = np.array([[1, 0, 0], [1, 1, 0], [1, 1, 1]], dtype=np.float64)
+    return np.asarray(basis @ np.asarray(cell, dtype=np.float64), dtype=np.float64)
 
 
 class _Placer:
@@ -104,7 +114,8 @@ class _Placer:
         which lets the box fill up past the jamming density of pure random placement.
         """
         b, m = self.batch, len(local)
-        best, best_d = None, -1.0
+        best: NDArray[np.float64] | None = None
+        best_d = -1.0
         for _ in range(max_batches):
             rot = _random_rotations(self.rng, b)
             cand = np.einsum("kj,bij->bki", local, rot) + self.rng.random((b, 1, 3)) * self.length
@@ -199,7 +210,7 @@ def _relax_overlaps(
     return pos, worst
 
 
-def random_glass(
+def dimer_glass(
     x: float = 0.0,
     formula_units: int = 154,
     *,
@@ -212,22 +223,22 @@ def random_glass(
 ) -> Frame:
     """A random Na4P2S(7-x)O(x) frame: one P2X7 dimer and four Na per formula unit.
 
-    O replaces S at random anion sites; ``x * formula_units`` is rounded to whole O atoms.
+    O replaces S at random anion sites; ``x * formula_units`` must be a whole number of O atoms
+    (ValueError otherwise, as for `glassbench.runners.structure.random_glass`).
     154 formula units give 2002 atoms. Dimers, then Na, are dropped at the best of 64 random
     positions and orientations, then overlaps are relaxed away until atoms of different dimers
     are at least ``min_distance`` apart and Na at least ``na_min_distance`` from anything
-    (to 0.01 Å)
-    (random placement alone jams well below glass density). ``cell_shape="skewed"`` describes
+    (to 0.01 Å; random placement alone jams well below glass density). ``cell_shape="skewed"`` describes
     the same cubic lattice by `skewed_basis`. Raises RuntimeError if overlaps remain.
     """
     if cell_shape not in ("cubic", "skewed"):
         raise ValueError(f"unknown cell shape {cell_shape!r} (cubic, skewed)")
+    counts = composition_counts(x, formula_units)
+    length = cubic_cell_length(counts, density_g_cm3)
     rng = np.random.default_rng(seed)
     n_anion = 7 * formula_units
-    anion_z = np.full(n_anion, 16)
-    anion_z[rng.choice(n_anion, size=round(x * formula_units), replace=False)] = 8
-    mass = formula_units * (4 * _MASS[11] + 2 * _MASS[15]) + sum(_MASS[int(z)] for z in anion_z)
-    length = (mass * 1.66053906660 / density_g_cm3) ** (1 / 3)
+    anion_z = np.full(n_anion, ATOMIC_NUMBERS["S"])
+    anion_z[rng.choice(n_anion, size=counts["O"], replace=False)] = ATOMIC_NUMBERS["O"]
     placer = _Placer(length, rng)
 
     positions: list[NDArray[np.float64]] = []

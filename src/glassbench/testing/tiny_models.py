@@ -1,4 +1,4 @@
-"""Tiny MLIPs built offline, for tests, the demo and CI.
+"""Tiny MLIPs built offline, for tests, benchmarks and CI.
 
 No foundation model can be downloaded on the project's machines, so tests exercise the real
 loading code on small models made from scratch: an untrained MACE (pair repulsion keeps MD

@@ -1,0 +1,424 @@
+"""Campaign specs: the TOML file parsed and validated into a :class:`CampaignSpec`.
+
+A spec error names the file and the key (``spec.toml:matrix.x[1]: ...``) and is raised before
+anything is written; unknown keys are collected in ``ignored_keys`` for the caller to warn about.
+See docs/campaigns.md, "The spec".
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from glassbench.errors import BadInput
+from glassbench.runners.meltquench import MeltQuenchParams
+from glassbench.service.runs import DEFAULT_STALE_AFTER_S
+
+CLUSTER_KINDS = ("slurm", "pbs")
+DEFAULT_RETRIES = 1
+
+# Spec keys derive from MeltQuenchParams, so a parameter added to the runner is accepted at
+# once: [protocol] takes every field outside the run key except the elastic ones, which go
+# in [properties] (`elastic` and the `elastic_*` options).
+_KEY_FIELDS = ("mlip", "x", "quench_rate_k_ps", "seed")
+_DEFAULTS = MeltQuenchParams(mlip="", x=0.0, quench_rate_k_ps=1.0, seed=0)
+PROTOCOL_KEYS: tuple[str, ...] = tuple(
+    f.name for f in fields(MeltQuenchParams)
+    if f.name not in _KEY_FIELDS and not f.name.startswith("elastic")
+)  # fmt: skip
+PROPERTY_KEYS: tuple[str, ...] = tuple(
+    f.name for f in fields(MeltQuenchParams) if f.name.startswith("elastic")
+)
+
+
+def _kind_of(name: str) -> str:
+    """The spec type of a MeltQuenchParams field, from its default (None: optional number)."""
+    default = getattr(_DEFAULTS, name)
+    if isinstance(default, bool):
+        return "bool"
+    if isinstance(default, int):
+        return "int"
+    return "number"
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Per-run resources (``[resources]``)."""
+
+    threads_per_run: int = 1
+    retries: int = DEFAULT_RETRIES
+    memory: str | None = None
+    walltime: str | None = None
+    stale_after_s: float = DEFAULT_STALE_AFTER_S
+    checkpoint_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """A dask-jobqueue batch cluster (``[cluster]``); ``kind`` None means none."""
+
+    kind: str | None = None
+    queue: str | None = None
+    account: str | None = None
+    walltime: str | None = None
+    memory: str | None = None
+    processes: int = 1
+    jobs: int | None = None
+    python: str | None = None
+    interface: str | None = None
+    local_directory: str | None = None
+    log_directory: str | None = None
+    job_extra_directives: tuple[str, ...] = ()
+    job_script_prologue: tuple[str, ...] = ()
+    env_resources: bool = False
+
+
+@dataclass(frozen=True)
+class CampaignSpec:
+    """A parsed spec. ``protocol`` holds the MeltQuenchParams overrides: the [protocol] keys
+    and the ``elastic_*`` options of [properties]."""
+
+    path: Path
+    name: str
+    mlips: tuple[str, ...]
+    x: tuple[float, ...]
+    quench_rates_k_ps: tuple[float, ...]
+    seeds: tuple[int, ...]
+    protocol: Mapping[str, Any] = field(default_factory=dict)
+    elastic: bool = False
+    crystal: tuple[Path, ...] = ()
+    resources: Resources = field(default_factory=Resources)
+    cluster: ClusterSpec = field(default_factory=ClusterSpec)
+    ignored_keys: tuple[str, ...] = ()
+
+    def params(self) -> list[MeltQuenchParams]:
+        """The expanded matrix, in spec order (MLIP, x, quench rate, seed)."""
+        return [
+            make_params(self, m, x, q, s)
+            for m in self.mlips
+            for x in self.x
+            for q in self.quench_rates_k_ps
+            for s in self.seeds
+        ]
+
+    @property
+    def size(self) -> int:
+        return len(self.mlips) * len(self.x) * len(self.quench_rates_k_ps) * len(self.seeds)
+
+    def checkpoint_dir(self) -> Path:
+        d = self.resources.checkpoint_dir
+        return d if d is not None else self.path.parent / ".glassbench" / "checkpoints"
+
+
+def make_params(spec: CampaignSpec, mlip: str, x: float, q: float, seed: int) -> MeltQuenchParams:
+    """The parameters of one run of the matrix: the spec's protocol with this run's key."""
+    proto = dict(spec.protocol)
+    thermo_every = int(proto.get("thermo_every", 10))
+    # Same rule as `glassbench run meltquench`: a ~200-step flush interval on the thermo grid.
+    proto.setdefault("flush_every", max(thermo_every, (200 // thermo_every) * thermo_every))
+    return MeltQuenchParams(
+        mlip=mlip,
+        x=float(x),
+        quench_rate_k_ps=float(q),
+        seed=int(seed),
+        elastic=spec.elastic,
+        **proto,
+    )
+
+
+class _Reader:
+    """Typed access to the parsed TOML; every error names the file and the key."""
+
+    def __init__(self, path: Path, data: Mapping[str, Any]) -> None:
+        self.path = path
+        self.data = data
+        self.used: set[str] = set()
+
+    def error(self, key: str, msg: str) -> BadInput:
+        return BadInput(msg, source=str(self.path), where=key)
+
+    def section(self, name: str, *, required: bool) -> Mapping[str, Any]:
+        self.used.add(name)
+        if name not in self.data:
+            if required:
+                raise self.error(f"[{name}]", "missing section")
+            return {}
+        sec = self.data[name]
+        if not isinstance(sec, dict):
+            raise self.error(f"[{name}]", f"must be a table, not {_tname(sec)}")
+        return sec
+
+    def value(
+        self, sec: str, key: str, kind: str, *, required: bool = False, default: Any = None
+    ) -> Any:
+        where = f"{sec}.{key}"
+        self.used.add(where)
+        table = self.data.get(sec, {})
+        if key not in table:
+            if required:
+                raise self.error(where, "missing key")
+            return default
+        return _check(self, where, table[key], kind)
+
+    def items(self, sec: str, key: str, kind: str) -> tuple[Any, ...]:
+        """A required, non-empty list without duplicates (duplicates would run twice)."""
+        where = f"{sec}.{key}"
+        self.used.add(where)
+        table = self.data.get(sec, {})
+        if key not in table:
+            raise self.error(where, "missing key")
+        raw = table[key]
+        if not isinstance(raw, list):
+            raise self.error(where, f"must be a list, not {_tname(raw)}")
+        if not raw:
+            raise self.error(where, "must not be empty")
+        out = tuple(_check(self, f"{where}[{i}]", v, kind) for i, v in enumerate(raw))
+        seen: set[Any] = set()
+        for v in out:
+            if v in seen:
+                raise self.error(where, f"duplicate value {v!r}")
+            seen.add(v)
+        return out
+
+
+def _tname(v: Any) -> str:
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a table",
+    }.get(type(v), type(v).__name__)
+
+
+def _check(r: _Reader, where: str, v: Any, kind: str) -> Any:
+    # TOML booleans are Python ints: reject them explicitly where numbers are expected.
+    if kind == "number":
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise r.error(where, f"must be a number, not {_tname(v)} {v!r}")
+        return float(v)
+    if kind == "int":
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise r.error(where, f"must be an integer, not {_tname(v)} {v!r}")
+        return int(v)
+    if kind == "bool":
+        if not isinstance(v, bool):
+            raise r.error(where, f"must be true or false, not {_tname(v)} {v!r}")
+        return v
+    if kind == "str":
+        if not isinstance(v, str) or not v.strip():
+            raise r.error(where, f"must be a non-empty string, not {_tname(v)} {v!r}")
+        return v
+    if kind == "strlist":
+        if not isinstance(v, list) or not all(isinstance(s, str) for s in v):
+            raise r.error(where, f"must be a list of strings, not {_tname(v)}")
+        return tuple(v)
+    raise AssertionError(kind)
+
+
+def load_spec(path: str | os.PathLike[str]) -> CampaignSpec:
+    """Parse and validate a campaign spec; `BadInput` names the file and the key."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BadInput("spec file does not exist", source=str(p)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"cannot read spec file: {exc}", source=str(p)) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise BadInput(f"TOML syntax error: {exc}", source=str(p)) from None
+    return parse_spec(data, p)
+
+
+def parse_spec(data: Mapping[str, Any], path: Path) -> CampaignSpec:
+    """Validate parsed TOML (``path``: where it came from, for messages and relative paths)."""
+    r = _Reader(path, data)
+    r.section("campaign", required=True)
+    name = r.value("campaign", "name", "str", required=True)
+    r.section("matrix", required=True)
+    mlips = r.items("matrix", "mlips", "str")
+    xs = r.items("matrix", "x", "number")
+    rates = r.items("matrix", "quench_rates_k_ps", "number")
+    seeds = r.items("matrix", "seeds", "int")
+    for i, q in enumerate(rates):
+        if q <= 0:
+            raise r.error(f"matrix.quench_rates_k_ps[{i}]", f"must be > 0, got {q:g}")
+
+    # A required section: the protocol is part of every run's identity (its content hash), so
+    # a spec that forgot it would silently create a different set of runs.
+    r.section("protocol", required=True)
+    proto: dict[str, Any] = {}
+    for key in PROTOCOL_KEYS:
+        v = r.value("protocol", key, _kind_of(key))
+        if v is not None:
+            proto[key] = v
+
+    r.section("properties", required=False)
+    for key in PROPERTY_KEYS:
+        v = r.value("properties", key, _kind_of(key))
+        if v is not None:
+            proto[key] = v
+    elastic = bool(proto.pop("elastic", False))
+    crystal_raw = r.value("properties", "crystal", "strlist", default=())
+    crystal: list[Path] = []
+    for i, f in enumerate(crystal_raw):
+        cp = Path(f) if Path(f).is_absolute() else path.parent / f
+        if not cp.is_file():
+            raise r.error(f"properties.crystal[{i}]", f"structure file {f!r} does not exist")
+        crystal.append(cp.absolute())
+
+    resources = _parse_resources(r, path)
+    cluster = _parse_cluster(r)
+    ignored = tuple(sorted(_unknown_keys(data, r.used)))
+    spec = CampaignSpec(
+        path=path,
+        name=name,
+        mlips=mlips,
+        x=xs,
+        quench_rates_k_ps=rates,
+        seeds=seeds,
+        protocol=proto,
+        elastic=elastic,
+        crystal=tuple(crystal),
+        resources=resources,
+        cluster=cluster,
+        ignored_keys=ignored,
+    )
+    _check_matrix(spec, r)
+    return spec
+
+
+def _parse_resources(r: _Reader, path: Path) -> Resources:
+    r.section("resources", required=False)
+    threads = r.value("resources", "threads_per_run", "int", default=1)
+    if threads < 1:
+        raise r.error("resources.threads_per_run", "must be >= 1")
+    retries = r.value("resources", "retries", "int", default=DEFAULT_RETRIES)
+    if retries < 0:
+        raise r.error("resources.retries", "must be >= 0")
+    stale = r.value("resources", "stale_after_s", "number", default=DEFAULT_STALE_AFTER_S)
+    if stale <= 0:
+        raise r.error("resources.stale_after_s", "must be > 0")
+    ck = r.value("resources", "checkpoint_dir", "str")
+    ckp = None
+    if ck is not None:
+        ckp = Path(ck) if Path(ck).is_absolute() else (path.parent / ck)
+        ckp = ckp.absolute()
+    return Resources(
+        threads_per_run=threads,
+        retries=retries,
+        memory=r.value("resources", "memory", "str"),
+        walltime=r.value("resources", "walltime", "str"),
+        stale_after_s=stale,
+        checkpoint_dir=ckp,
+    )
+
+
+def _parse_cluster(r: _Reader) -> ClusterSpec:
+    sec = r.section("cluster", required=False)
+    if not sec:
+        return ClusterSpec()
+    kind = r.value("cluster", "kind", "str", required=True)
+    if kind not in CLUSTER_KINDS:
+        raise r.error("cluster.kind", f"must be one of {', '.join(CLUSTER_KINDS)}, not {kind!r}")
+    processes = r.value("cluster", "processes", "int", default=1)
+    if processes < 1:
+        raise r.error("cluster.processes", "must be >= 1")
+    jobs = r.value("cluster", "jobs", "int")
+    if jobs is not None and jobs < 1:
+        raise r.error("cluster.jobs", "must be >= 1")
+    s = {
+        k: r.value("cluster", k, "str")
+        for k in (
+            "queue",
+            "account",
+            "walltime",
+            "memory",
+            "python",
+            "interface",
+            "local_directory",
+            "log_directory",
+        )
+    }
+    return ClusterSpec(
+        kind=kind,
+        processes=processes,
+        jobs=jobs,
+        job_extra_directives=r.value("cluster", "job_extra_directives", "strlist", default=()),
+        job_script_prologue=r.value("cluster", "job_script_prologue", "strlist", default=()),
+        env_resources=r.value("cluster", "env_resources", "bool", default=False),
+        **s,
+    )
+
+
+def _unknown_keys(data: Mapping[str, Any], used: set[str]) -> Iterable[str]:
+    for sec, table in data.items():
+        if sec not in used:
+            yield f"[{sec}]"
+            continue
+        if isinstance(table, dict):
+            for key in table:
+                if f"{sec}.{key}" not in used:
+                    yield f"{sec}.{key}"
+
+
+def _check_matrix(spec: CampaignSpec, r: _Reader) -> None:
+    """Refuse before anything is written: every (x, protocol) must make a valid run."""
+    from glassbench.chemistry import counts_for
+
+    p = {k: spec.protocol.get(k, getattr(_DEFAULTS, k)) for k in PROTOCOL_KEYS}
+    checks: list[tuple[bool, str, str]] = [
+        (p["formula_units"] >= 1, "formula_units", "must be >= 1"),
+        (p["t_final_k"] > 0, "t_final_k", "must be > 0"),
+        (p["t_melt_k"] > p["t_final_k"], "t_melt_k", "must be above t_final_k"),
+        (p["melt_ps"] >= 0, "melt_ps", "must be >= 0"),
+        (p["anneal_ps"] >= 0, "anneal_ps", "must be >= 0"),
+        (0 < p["timestep_fs"] <= 10, "timestep_fs", "must be in (0, 10]"),
+        (p["thermo_every"] >= 1, "thermo_every", "must be >= 1"),
+        (p["frame_every"] >= 1, "frame_every", "must be >= 1"),
+        (p["relax_steps"] >= 0, "relax_steps", "must be >= 0"),
+        (p["density_g_cm3"] is None or p["density_g_cm3"] > 0, "density_g_cm3", "must be > 0"),
+    ]
+    for ok, key, msg in checks:
+        if not ok:
+            raise r.error(f"protocol.{key}", f"{msg}, got {p[key]!r}")
+    fu = int(p["formula_units"])
+    for i, x in enumerate(spec.x):
+        try:
+            counts_for(x, fu)
+        except ValueError as exc:
+            raise r.error(f"matrix.x[{i}]", f"{exc} (protocol.formula_units = {fu})") from None
+    try:
+        make_params(spec, spec.mlips[0], spec.x[0], spec.quench_rates_k_ps[0], spec.seeds[0])
+    except BadInput as exc:  # e.g. flush_every not a multiple of thermo_every
+        raise r.error("[protocol]", exc.message) from None
+
+
+def check_mlips(spec: CampaignSpec, engine: Engine) -> dict[str, Any]:
+    """The spec's MLIP records by name; an unknown name is bad input naming the key."""
+    from sqlmodel import Session, select
+
+    from glassbench.schema import MLIP
+
+    with Session(engine) as s:
+        rows = {m.name: m for m in s.exec(select(MLIP).where(MLIP.name.in_(spec.mlips))).all()}  # type: ignore[attr-defined]
+        for m in rows.values():
+            s.expunge(m)
+    for i, name in enumerate(spec.mlips):
+        if name not in rows:
+            raise BadInput(
+                f"unknown MLIP {name!r} (register it with `glassbench mlip add`)",
+                source=str(spec.path),
+                where=f"matrix.mlips[{i}]",
+            )
+    return rows

@@ -1,0 +1,77 @@
+"""Checkpoints of a melt-quench run: one file per (database, run), written atomically.
+
+A checkpoint holds the atoms (positions, momenta, cell) and the random generator's state at a
+flushed step; it is written *after* the database flush, so a resumed run recomputes at most one
+flush interval (docs/architecture.md, "One quench rate, end to end").
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from sqlalchemy.engine import Engine
+
+from glassbench.service import repos
+
+if TYPE_CHECKING:
+    from ase import Atoms
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_SCHEMA = 1
+
+
+def checkpoint_path(directory: Path, engine: Engine, run_id: int) -> Path:
+    """One file per (database, run): two databases used from one folder never collide."""
+    ident = repos.content_hash(
+        {"db": engine.url.render_as_string(hide_password=True), "run": run_id}
+    )
+    return directory / f"run-{run_id}-{ident[:12]}.npz"
+
+
+def save_checkpoint(path: Path, *, step: int, atoms: Atoms, rng: np.random.Generator) -> None:
+    """Atomic: write a temporary file, fsync, rename; a kill leaves the old or the new file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    with open(tmp, "wb") as fh:
+        np.savez(
+            fh,
+            schema=np.array(CHECKPOINT_SCHEMA),
+            step=np.array(step),
+            numbers=atoms.get_atomic_numbers(),
+            positions=atoms.get_positions(),
+            momenta=atoms.get_momenta(),
+            cell=np.asarray(atoms.get_cell()),
+            rng_state=np.array(json.dumps(rng.bit_generator.state)),
+        )
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, atoms: Atoms, rng: np.random.Generator) -> int | None:
+    """Restore atoms and RNG in place; return the step, or None if there is no usable file."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as d:
+            if int(d["schema"]) != CHECKPOINT_SCHEMA:
+                log.warning("ignoring checkpoint %s with schema %s", path, int(d["schema"]))
+                return None
+            if not np.array_equal(d["numbers"], atoms.get_atomic_numbers()):
+                log.warning("ignoring checkpoint %s: atoms differ from this run", path)
+                return None
+            atoms.set_cell(d["cell"])
+            # Constraints (FixCom) must not "correct" the restored state.
+            atoms.set_positions(d["positions"], apply_constraint=False)
+            atoms.set_momenta(d["momenta"], apply_constraint=False)
+            rng.bit_generator.state = json.loads(str(d["rng_state"]))
+            return int(d["step"])
+    except (OSError, ValueError, KeyError) as exc:
+        log.warning("ignoring unreadable checkpoint %s: %s", path, exc)
+        return None
