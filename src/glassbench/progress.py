@@ -6,9 +6,7 @@ shows one of these; scripts and CI logs, whose stderr is a file or a pipe, get n
 
 from __future__ import annotations
 
-import contextlib
 import sys
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -27,7 +25,8 @@ def make_bar(
     """A tqdm bar on stderr; ``enabled=None`` means "when stderr is a terminal".
 
     A disabled bar is still a bar (``update``/``set_postfix_str``/``close`` do nothing), so
-    callers never branch on it. ``unit="B"`` counts bytes in KiB/MiB.
+    callers never branch on it; as a context manager (``with make_bar(...) as bar:``) it
+    closes however the block ends. ``unit="B"`` counts bytes in KiB/MiB.
     """
     from tqdm import tqdm
 
@@ -44,21 +43,3 @@ def make_bar(
         disable=not on,
         leave=leave,
     )
-
-
-@contextlib.contextmanager
-def progress(
-    total: float | None = None,
-    *,
-    unit: str = "it",
-    desc: str | None = None,
-    initial: float = 0,
-    enabled: bool | None = None,
-    leave: bool = True,
-) -> Iterator[tqdm[Any]]:
-    """:func:`make_bar` as a context manager that closes the bar however the block ends."""
-    bar = make_bar(total, unit=unit, desc=desc, initial=initial, enabled=enabled, leave=leave)
-    try:
-        yield bar
-    finally:
-        bar.close()

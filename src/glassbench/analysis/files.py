@@ -192,9 +192,9 @@ class StructureFile:
 
     def analyze_all(self, *, progress: bool | None = None) -> Iterator[FileAnalysis]:
         """Analysis of every frame, streamed; ``progress``: a bar (None: on a terminal)."""
-        from glassbench.progress import progress as bar_of
+        from glassbench.progress import make_bar
 
-        with bar_of(unit="frame", enabled=progress) as bar:
+        with make_bar(unit="frame", enabled=progress) as bar:
             for k, atoms in self.frames():
                 yield self._analyse(atoms, k, f"frame {k}")
                 bar.update()

@@ -179,8 +179,8 @@ def validate_key(key: RunKey) -> None:
 def progress_bar(
     total: float | None, *, unit: str, desc: str | None = None, enabled: bool | None = None
 ) -> Iterator[Callable[[int], object]]:
-    """:func:`glassbench.progress.progress` for the readers, which take its ``update``."""
-    from glassbench.progress import progress
+    """:func:`glassbench.progress.make_bar` for the readers, which take its ``update``."""
+    from glassbench.progress import make_bar
 
-    with progress(total, unit=unit, desc=desc, enabled=enabled, leave=False) as bar:
+    with make_bar(total, unit=unit, desc=desc, enabled=enabled, leave=False) as bar:
         yield bar.update
