@@ -3,8 +3,9 @@
 Stages (docs/architecture.md, "One quench rate, end to end"): random initial structure at a
 target density (short fixed-cell relaxation so pretrained models do not blow it apart), melt at
 ``t_melt_k`` (Langevin NVT), linear quench to ``t_final_k`` at ``quench_rate_k_ps``, anneal at
-``t_final_k`` (Berendsen NPT at 0 GPa, so the density is a result), final frame. Thermo rows are buffered and written in one transaction per
-flush together with any frames (each analysed) and the run's heartbeat; the checkpoint is written
+``t_final_k`` (Berendsen NPT at 0 GPa, so the density is a result), final frame. Thermo rows
+are buffered and written in one transaction per flush together with any frames (each analysed)
+and the run's heartbeat; the checkpoint is written
 atomically *after* the database flush, so a resumed run recomputes at most one flush interval and
 its re-inserted rows are skipped by the (run, step) key: the thermo table of a killed and resumed
 run equals that of an uninterrupted one. The simulation itself is in ``meltquench_md.py``,

@@ -127,14 +127,6 @@ def rows(engine: Engine, ids: Sequence[int]) -> dict[int, RunRow]:
     return out
 
 
-def counts(engine: Engine, ids: Sequence[int]) -> dict[RunStatus, int]:
-    """How many of the runs ``ids`` are in each status (every status present, maybe 0)."""
-    out = dict.fromkeys(RunStatus, 0)
-    for row in rows(engine, ids).values():
-        out[row.status] += 1
-    return out
-
-
 # --- claim and heartbeat ----------------------------------------------------------------------
 
 
