@@ -21,50 +21,34 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def bare_md(params, calc) -> float:  # type: ignore[no-untyped-def]
+    """The same stages with ASE's integrators (glassbench's stage_dynamics only builds them),
+    ramped every thermo interval like the runner, writing nothing."""
     import numpy as np
-    from ase import units
     from ase.constraints import FixCom
-    from ase.md.langevin import Langevin
-    from ase.md.nptberendsen import NPTBerendsen
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
     from ase.optimize import FIRE
 
+    from glassbench.runners.meltquench_md import set_target_temperature, stage_dynamics
     from glassbench.runners.structure import random_glass
 
     t0 = time.perf_counter()
+    spec = params.spec
     rng = np.random.default_rng(params.seed)
-    atoms = random_glass(params.x, params.formula_units, params.seed)
+    atoms = random_glass(params.x, spec.formula_units, params.seed)
     atoms.calc = calc
     atoms.set_constraint(FixCom())
-    FIRE(atoms, logfile=None).run(fmax=0.5, steps=params.relax_steps)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=params.t_melt_k, rng=rng)
+    FIRE(atoms, logfile=None).run(fmax=0.5, steps=spec.relax_steps)
+    MaxwellBoltzmannDistribution(atoms, temperature_K=spec.stages[0].t_start_k, rng=rng)
     Stationary(atoms)
-    dt = params.timestep_fs * units.fs
-    lang = Langevin(
-        atoms,
-        dt,
-        temperature_K=params.t_melt_k,
-        friction=params.friction_per_fs / units.fs,
-        rng=rng,
-        fixcm=False,
-    )
-    lang.run(params.melt_steps)
-    step = 0
-    while step < params.quench_steps:
-        n = min(params.thermo_every, params.quench_steps - step)
-        step += n
-        lang.set_temperature(temperature_K=params.target_temperature(params.melt_steps + step))
-        lang.run(n)
-    npt = NPTBerendsen(
-        atoms,
-        dt,
-        temperature_K=params.t_final_k,
-        pressure_au=0.0,
-        taut=params.taut_fs * units.fs,
-        taup=params.taup_fs * units.fs,
-        compressibility_au=params.compressibility_per_gpa / units.GPa,
-    )
-    npt.run(params.anneal_steps)
+    for seg in params.segments:
+        dyn = stage_dynamics(atoms, seg, spec.timestep_fs, rng)
+        step = seg.start
+        while step < seg.end:
+            nxt = min(step + spec.thermo_every, seg.end)
+            if seg.stage.t_end_k is not None:
+                set_target_temperature(dyn, seg.temperature_at(nxt))
+            dyn.run(nxt - step)
+            step = nxt
     return time.perf_counter() - t0
 
 
@@ -73,6 +57,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--formula-units", type=int, default=8)
     ap.add_argument("--db", default=None, help="database URL (default: a temporary SQLite file)")
+    ap.add_argument("--protocol", default="default", help="preset or file (study: NPT/MTK stages)")
+    ap.add_argument("--d3", action="store_true", help="add D3(BJ, PBE) to the tiny MACE model")
     args = ap.parse_args()
 
     import torch
@@ -89,6 +75,10 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="gb-bench-"))
     model = build_tiny_mace(tmp / "tiny.pt", seed=0)
     calc = make_calculator("mace", str(model))
+    if args.d3:
+        from glassbench.runners.dispersion import with_dispersion
+
+        calc = with_dispersion(calc, "d3", "PBE")
     engine = make_engine(args.db or f"sqlite:///{tmp / 'bench.db'}")
     upgrade(engine)
     with unit_of_work(engine) as s:
@@ -103,9 +93,11 @@ def main() -> None:
             x=1.0,
             quench_rate_k_ps=15000.0,
             seed=100 + i,
+            protocol=args.protocol,
             formula_units=args.formula_units,
             melt_ps=0.1,
             anneal_ps=0.1,
+            production_ps=0.1 if args.protocol == "study" else None,
             relax_steps=20,
             thermo_every=10,
             frame_every=100,
@@ -122,9 +114,9 @@ def main() -> None:
             1.0, args.formula_units, 0
         )
     )
-    print(f"database: {describe(engine)}")
+    print(f"database: {describe(engine)}; protocol {args.protocol}; D3: {args.d3}")
     print(
-        f"atoms: {n_atoms}, MD steps per run: {params.total_steps} (+{params.relax_steps} relaxation)"
+        f"atoms: {n_atoms}, MD steps per run: {params.total_steps} (+{params.spec.relax_steps} relaxation)"
     )
     ratios = [f / b for f, b in zip(full, bare, strict=True)]
     print(

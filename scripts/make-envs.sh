@@ -5,8 +5,8 @@
 #
 #   scripts/make-envs.sh [--deepmd] [--grace] [--all] [--force]
 #
-#   --deepmd  .venv-deepmd: deepmd-kit[cpu] (TensorFlow backend) + glassbench   (default)
-#   --grace   .venv-grace:  tensorflow-cpu 2.20 + tf_keras 2.20 + tensorpotential + glassbench
+#   --deepmd  .venv-deepmd: deepmd-kit[cpu] (TensorFlow backend) + glassbench[d3]   (default)
+#   --grace   .venv-grace:  tensorflow-cpu 2.20 + tf_keras 2.20 + tensorpotential + glassbench[d3]
 #   --all     both
 #   --force   delete and recreate the selected environments
 #
@@ -58,7 +58,7 @@ print(", ".join(f"{d} {m.version(d)}" for d in sys.argv[1:]))' "$@"
 smoke() {
   local dir="$1" code="$2" out
   if ! out=$(TF_CPP_MIN_LOG_LEVEL=2 "$dir/bin/python" -c \
-      "$code; import glassbench.runners.calculators" 2>&1); then
+      "$code; import glassbench.runners.calculators, dftd3.ase" 2>&1); then
     printf '%s\n' "$out" >&2
     echo "make-envs.sh: $dir is broken (see above); rerun with --force" >&2
     exit 1
@@ -88,8 +88,9 @@ if [ "$want_deepmd" = 1 ]; then
     log "installing deepmd-kit[cpu] (TensorFlow backend) into $dir"
     "$dir/bin/python" -m pip install -q "deepmd-kit[cpu]"
   fi
-  # The runner imports glassbench in this interpreter (make_calculator, structure builders).
-  "$dir/bin/python" -m pip install -q -e "$repo"
+  # The runner imports glassbench in this interpreter (make_calculator, structure builders),
+  # with D3 dispersion (the d3 extra: numpy + cffi, nothing that touches TensorFlow).
+  "$dir/bin/python" -m pip install -q -e "$repo[d3]"
   smoke "$dir" "from deepmd.calculator import DP"
   log "$dir ready: $(versions "$dir" deepmd-kit tensorflow-cpu)"
 fi
@@ -105,7 +106,7 @@ if [ "$want_grace" = 1 ]; then
     "$dir/bin/python" -m pip install -q scipy matscipy sympy "pandas<3" ase pyyaml tqdm \
       requests questionary rich scikit-learn
   fi
-  "$dir/bin/python" -m pip install -q -e "$repo"
+  "$dir/bin/python" -m pip install -q -e "$repo[d3]"
   smoke "$dir" "from tensorpotential.calculator.asecalculator import TPCalculator"
   log "$dir ready: $(versions "$dir" tensorpotential tensorflow-cpu)"
 fi

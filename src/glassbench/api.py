@@ -48,6 +48,9 @@ if TYPE_CHECKING:
     from glassbench.runners.meltquench import MeltQuenchParams as MeltQuenchParams
     from glassbench.runners.meltquench import RunOutcome as RunOutcome
     from glassbench.runners.meltquench import run_meltquench as run_meltquench
+    from glassbench.runners.protocol import Protocol as Protocol
+    from glassbench.runners.protocol import Stage as Stage
+    from glassbench.runners.protocol import resolve_protocol as resolve_protocol
     from glassbench.runners.registry import Registration as Registration
     from glassbench.runners.registry import list_mlips as list_mlips
     from glassbench.runners.registry import register_mlip as register_mlip
@@ -66,6 +69,9 @@ _LAZY: dict[str, str] = {
     "MeltQuenchParams": "glassbench.runners.meltquench",
     "RunOutcome": "glassbench.runners.meltquench",
     "run_meltquench": "glassbench.runners.meltquench",
+    "Protocol": "glassbench.runners.protocol",
+    "Stage": "glassbench.runners.protocol",
+    "resolve_protocol": "glassbench.runners.protocol",
     "run_crystals": "glassbench.runners.crystal_run",
     "CrystalOutcome": "glassbench.runners.crystal_run",
     "load_spec": "glassbench.campaigns",

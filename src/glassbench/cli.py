@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ingest": ("glassbench.commands.ingest", "Bring results from files into the database."),
     "analyze": ("glassbench.commands.analyze", "Structural analysis of a structure file."),
     "run": ("glassbench.commands.run", "Run simulations with live ingest."),
+    "protocol": ("glassbench.commands.protocol", "Show melt-quench protocols (presets, files)."),
     "campaign": ("glassbench.commands.campaign", "Run or inspect a campaign matrix."),
     "report": ("glassbench.commands.report", "Generate or schedule reports."),
     "demo": ("glassbench.commands.demo", "Run the whole system on embedded defaults."),
@@ -54,11 +55,25 @@ FLAG_OF_FIELD: dict[str, str] = {
     "scheduler": "--scheduler",
     "t_melt_k/t_final_k": "--t-melt/--t-final",
     "melt_ps/anneal_ps": "--melt-ps/--anneal-ps",
+    "protocol": "--protocol",
+    "t_melt_k": "--t-melt",
+    "t_final_k": "--t-final",
+    "melt_ps": "--melt-ps",
+    "anneal_ps": "--anneal-ps",
+    "production_ps": "--production-ps",
+    "pressure_gpa": "--pressure",
+    "thermo_every": "--thermo-every",
+    "frame_every": "--frame-every",
+    "block_frames": "--block-frames",
+    "density_g_cm3": "--density",
+    "dispersion": "--dispersion",
+    "elastic_temperature_k": "--elastic-temperature",
     "timestep_fs": "--timestep-fs",
     "thermo_every/frame_every": "thermo/frame interval",  # as the command has always said
     "input_format": "--input-format",
     "name": "NAME",  # arguments by their metavar
     "model": "--model",
+    "functional": "--functional",
     "parent": "--parent",
     "query": "QUERY",
     "revision": "REVISION",
@@ -192,6 +207,10 @@ def cli(ctx: click.Context, db_url: str | None, verbose: bool) -> None:
 
 def main(argv: list[str] | None = None) -> Any:
     """Entry point: unexpected errors become one line and exit 1 (traceback with -v)."""
+    from glassbench.runners.interpreter import prefer_passive_wait
+
+    # Before any command can import torch: OpenMP reads its wait policy once, at start-up.
+    prefer_passive_wait()
     try:
         return cli.main(args=argv, prog_name="glassbench", standalone_mode=False)
     except click.exceptions.Abort:

@@ -50,7 +50,12 @@ class Settings(BaseSettings):
     )
     threads: int | None = Field(
         default=None,
-        description="Threads per simulation process (torch/OpenMP); None leaves the library default.",
+        ge=0,
+        description=(
+            "Threads per simulation process (torch/OpenMP/MKL), over OMP_NUM_THREADS; None or 0: "
+            "OMP_NUM_THREADS if set, else the cores this process may use (CPU affinity capped by "
+            "a cgroup quota); OpenMP waits passively (runners/interpreter.limit_threads)."
+        ),
     )
     device: str = Field(
         default="cpu",

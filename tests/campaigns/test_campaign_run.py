@@ -50,13 +50,14 @@ def test_failed_runs_are_retried_then_reported(
 ) -> None:
     gb, engine = sqlite_gb
     register(gb, tiny_maces)
-    # No 26-atom cell fits at 50 g/cm3: every attempt fails right after its claim.
+    # No 26-atom cell fits at 15 g/cm3 (an allowed value; 50 is refused when the spec is read):
+    # every attempt fails right after its claim.
     spec = write_spec(
         tmp_path / "bad.toml",
         mlips=["tiny-a"],
         x=[0.0],
         seeds=[1],
-        protocol={"density_g_cm3": 50.0},
+        protocol={"density_g_cm3": 15.0},
     )
     res = gb("campaign", "run", str(spec), "--workers", "1", "--retries", "2")
     assert res.exit_code == 1, res.output

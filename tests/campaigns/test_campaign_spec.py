@@ -58,7 +58,7 @@ def test_example_spec_parses_and_expands() -> None:
     )
     assert p.elastic is True
     # One protocol for the whole matrix: the same as `glassbench run meltquench` with these options.
-    assert len({json.dumps(q.protocol(), sort_keys=True) for q in params}) == 1
+    assert len({json.dumps(q.protocol_record(), sort_keys=True) for q in params}) == 1
 
 
 def test_protocol_keys_match_run_meltquench_options(tmp_path: Path) -> None:
@@ -122,6 +122,11 @@ BAD_SPECS: list[tuple[str, str, str]] = [
     ("x-out-of-range", "replace:x = [0.0, 1.0]=>x = [9.0]", "matrix.x[0]"),
     ("unknown-mlip", 'replace:mlips = ["chgnet-pbe", "chgnet-r2scan"]=>mlips = ["chgnet-pbe", "nope"]', "matrix.mlips[1]"),
     ("threads-zero", "replace:threads_per_run = 1=>threads_per_run = 0", "resources.threads_per_run"),
+    ("dispersion-unknown", "replace:seeds = [1, 2]=>seeds = [1, 2]\ndispersion = [\"d4\"]", "matrix.dispersion[0]"),
+    ("protocol-unknown", "replace:seeds = [1, 2]=>seeds = [1, 2]\nprotocols = [\"fast\"]", "matrix.protocols[0]"),
+    ("protocol-file-missing", "replace:[protocol]=>[protocol]\nfile = \"nope.toml\"", "protocol.file"),
+    ("density-absurd", "replace:[protocol]=>[protocol]\ndensity_g_cm3 = 50.0", "protocol.density_g_cm3"),
+    ("production-without-stage", "replace:[protocol]=>[protocol]\nproduction_ps = 1.0", "protocol.production_ps"),
 ]  # fmt: skip
 
 
@@ -330,3 +335,41 @@ def test_cluster_without_memory_is_bad_input(tmp_path: Path) -> None:
     spec = dataclasses.replace(spec, resources=dataclasses.replace(spec.resources, memory=None))
     with pytest.raises(BadInput, match=r"resources\.memory"):
         jobqueue_cluster(spec)
+
+
+def test_protocols_and_dispersion_axes_multiply_the_matrix(tmp_path: Path) -> None:
+    """The study's open question as a matrix: protocols x dispersion, each a distinct protocol
+    record; the [protocol] run options apply to every protocol of the axis."""
+    mine = tmp_path / "slow-anneal.toml"
+    mine.write_text('preset = "study"\nname = "slow-anneal"\n')
+    text = spec_text(mlips=["m"], x=[1.0], seeds=[1]).replace(
+        "seeds = [1]",
+        'seeds = [1]\nprotocols = ["default", "slow-anneal.toml"]\ndispersion = ["none", "d3"]',
+    )
+    spec = parse_spec(tomllib.loads(text), tmp_path / "s.toml")
+    assert spec.size == 1 * 1 * 1 * 1 * 4
+    params = spec.params()
+    assert [(p.spec.name, p.spec.dispersion) for p in params] == [
+        ("default", "none"),
+        ("default", "d3"),
+        ("slow-anneal", "none"),
+        ("slow-anneal", "d3"),
+    ]
+    assert len({json.dumps(p.protocol_record(), sort_keys=True) for p in params}) == 4
+    # The spec's melt_ps (0.02 in the test protocol) overrides both protocols' melt stage.
+    assert {p.spec.stage("melt").duration_ps for p in params} == {0.02}  # type: ignore[union-attr]
+
+
+def test_inline_stages_in_the_spec(tmp_path: Path) -> None:
+    text = spec_text(mlips=["m"], x=[1.0], seeds=[1], protocol={"melt_ps": 0.5}).replace(
+        "[properties]",
+        '[[protocol.stage]]\nname = "melt"\ntemperature_k = 2000\nduration_ps = 1.0\n'
+        '[[protocol.stage]]\nname = "quench"\nensemble = "npt"\nt_start_k = 2000\n'
+        't_end_k = 300\n[[protocol.stage]]\nname = "anneal"\ntemperature_k = 300\n'
+        "duration_ps = 1.0\n[properties]",
+    )
+    spec = parse_spec(tomllib.loads(text), tmp_path / "s.toml")
+    (p,) = spec.params()
+    assert [s.name for s in p.spec.stages] == ["melt", "quench", "anneal"]
+    assert p.spec.stages[0].duration_ps == 0.5  # the flat option wins over the stage table
+    assert (p.spec.stages[1].barostat, p.spec.stages[1].thermostat) == ("mtk", "nose-hoover")

@@ -57,6 +57,7 @@ def test_run_summary_has_exactly_the_contract_columns(engine: Any) -> None:
         "x",
         "quench_rate_k_ps",
         "seed",
+        "protocol",
         "status",
         "n_atoms",
         "density_g_cm3",
@@ -80,6 +81,16 @@ def test_run_summary_has_exactly_the_contract_columns(engine: Any) -> None:
     assert mae_cols == ["mlip", "property", "n", "mae", "mean_error"]
 
 
+def test_released_views_are_frozen() -> None:
+    """VIEWS_V1 is what migration 0001 created when it was released, byte for byte."""
+    import hashlib
+
+    from glassbench.schema.views import VIEWS_V1
+    from glassbench.schema.views_v1 import VIEWS_V1_SHA256
+
+    assert hashlib.sha256(repr(VIEWS_V1).encode()).hexdigest() == VIEWS_V1_SHA256
+
+
 def test_sqlite_pragmas(sqlite_url: str) -> None:
     engine = make_engine(sqlite_url)
     with engine.connect() as c:
@@ -94,7 +105,7 @@ def test_cli_db_commands(db_url: str) -> None:
 
     gb = Cli(db_url)
     assert "base (empty)" in gb.ok("db", "current").output
-    assert "at revision 0001" in gb.ok("db", "upgrade").output
+    assert "at revision 0002" in gb.ok("db", "upgrade").output
     assert "up to date" in gb.ok("db", "current").output
     assert "integrity checks passed" in gb.ok("db", "check").output
     assert gb("db", "upgrade", "nonexistent-rev").exit_code == 2

@@ -37,7 +37,8 @@ def test_wheel_installs_and_migrates_outside_checkout(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "glassbench/migrations/env.py" in names
     assert "glassbench/migrations/script.py.mako" in names
-    assert any(n.startswith("glassbench/migrations/versions/0001_") for n in names)
+    for rev in ("0001_", "0002_"):
+        assert any(n.startswith(f"glassbench/migrations/versions/{rev}") for n in names)
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
@@ -79,7 +80,7 @@ def test_wheel_installs_and_migrates_outside_checkout(tmp_path: Path) -> None:
         timeout=120,
     )
     assert out.returncode == 0, out.stderr
-    assert "at revision 0001" in out.stdout
+    assert "at revision 0002" in out.stdout
     assert (work / "glassbench.db").exists()
     out = subprocess.run(
         [str(venv / "bin" / "glassbench"), "sql", "SELECT COUNT(*) AS n FROM run_summary"],

@@ -160,7 +160,9 @@ def _checkpoints(directory: Path) -> list[Path]:
     return [p for p in directory.glob("run-*.npz") if not p.name.endswith(".tmp.npz")]
 
 
-def _run_cli(db_url: str, ck: Path, *, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+def _run_cli(
+    db_url: str, ck: Path, *, env: dict[str, str] | None = None, extra: tuple[str, ...] = ()
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
             sys.executable,
@@ -177,6 +179,7 @@ def _run_cli(db_url: str, ck: Path, *, env: dict[str, str] | None = None) -> sub
             *SHORT,
             "--anneal-ps",
             "0.5",
+            *extra,
             "--checkpoint-dir",
             str(ck),
         ],
@@ -187,9 +190,15 @@ def _run_cli(db_url: str, ck: Path, *, env: dict[str, str] | None = None) -> sub
     )
 
 
+# The study protocol's kill lands in its NPT production stage: the Nose-Hoover chain and MTK
+# barostat variables must come back from the checkpoint for the trajectory to be the same.
+STUDY = ("--protocol", "study", "--anneal-ps", "0.02", "--production-ps", "0.3")
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize(("extra", "rows"), [((), 111), (STUDY, 75)], ids=["default", "study"])
 def test_kill9_then_resume_equals_uninterrupted_run(
-    db_url: str, tiny_mace: Path, tmp_path: Path
+    db_url: str, tiny_mace: Path, tmp_path: Path, extra: tuple[str, ...], rows: int
 ) -> None:
     from glassbench.service.db import make_engine
     from glassbench.service.migrations import upgrade
@@ -201,11 +210,11 @@ def test_kill9_then_resume_equals_uninterrupted_run(
         upgrade(eng)
         eng.dispose()
         Cli(url).ok("mlip", "add", "tiny", "--arch", "mace", "--model", str(tiny_mace))
-    ref = _run_cli(ref_url, tmp_path / "ck-ref")
+    ref = _run_cli(ref_url, tmp_path / "ck-ref", extra=extra)
     assert ref.wait(timeout=600) == 0, ref.stdout.read() if ref.stdout else ""
 
     engine = make_engine(db_url)
-    proc = _run_cli(db_url, tmp_path / "ck")
+    proc = _run_cli(db_url, tmp_path / "ck", extra=extra)
     # Kill -9 mid-run, once the first flush (steps 0..200, 41 thermo rows) is in *and* its
     # checkpoint is on disk: the checkpoint follows the commit, so a kill between the two is a
     # clean restart (correct, but not the resume this test is about).
@@ -221,8 +230,8 @@ def test_kill9_then_resume_equals_uninterrupted_run(
     with engine.connect() as c:
         status = c.execute(sa.text("SELECT status FROM run")).scalar_one()
         partial = c.execute(sa.text("SELECT COUNT(*) FROM thermo")).scalar_one()
-    assert status == "running" and 0 < partial < 111
-    resumed = _run_cli(db_url, tmp_path / "ck")
+    assert status == "running" and 0 < partial < rows
+    resumed = _run_cli(db_url, tmp_path / "ck", extra=extra)
     out = resumed.stdout.read() if resumed.stdout else ""
     assert resumed.wait(timeout=600) == 0, out
     assert "resumed from step" in out

@@ -11,7 +11,7 @@ import math
 import os
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +19,17 @@ from sqlalchemy.engine import Engine
 
 from glassbench.errors import BadInput
 from glassbench.runners.meltquench import MeltQuenchParams
+from glassbench.runners.protocol import DISPERSIONS, Protocol, protocol_from_mapping
+from glassbench.runners.protocol import resolve as resolve_protocol
 from glassbench.service.runs import DEFAULT_STALE_AFTER_S
 
 CLUSTER_KINDS = ("slurm", "pbs")
 DEFAULT_RETRIES = 1
 
-# Spec keys derive from MeltQuenchParams, so a parameter added to the runner is accepted at
-# once: [protocol] takes every field outside the run key except the elastic ones, which go
-# in [properties] (`elastic` and the `elastic_*` options).
-_KEY_FIELDS = ("mlip", "x", "quench_rate_k_ps", "seed")
-_DEFAULTS = MeltQuenchParams(mlip="", x=0.0, quench_rate_k_ps=1.0, seed=0)
+# Spec keys derive from MeltQuenchParams, so a run option added to the runner is accepted at
+# once: [protocol] takes every run option (they override the protocol's stages, as on the
+# command line) except the elastic ones, which go in [properties] (`elastic`, `elastic_*`).
+_KEY_FIELDS = ("mlip", "x", "quench_rate_k_ps", "seed", "protocol")
 PROTOCOL_KEYS: tuple[str, ...] = tuple(
     f.name for f in fields(MeltQuenchParams)
     if f.name not in _KEY_FIELDS and not f.name.startswith("elastic")
@@ -36,15 +37,18 @@ PROTOCOL_KEYS: tuple[str, ...] = tuple(
 PROPERTY_KEYS: tuple[str, ...] = tuple(
     f.name for f in fields(MeltQuenchParams) if f.name.startswith("elastic")
 )
+_INT_KEYS = ("formula_units", "relax_steps", "thermo_every", "frame_every", "block_frames")
+_STR_KEYS = ("dispersion",)
 
 
 def _kind_of(name: str) -> str:
-    """The spec type of a MeltQuenchParams field, from its default (None: optional number)."""
-    default = getattr(_DEFAULTS, name)
-    if isinstance(default, bool):
-        return "bool"
-    if isinstance(default, int):
+    """The spec type of a MeltQuenchParams run option."""
+    if name in _INT_KEYS or name in ("flush_every", "elastic_max_steps"):
         return "int"
+    if name in _STR_KEYS:
+        return "str"
+    if name in ("elastic", "elastic_relax_positions", "elastic_relax_cell"):
+        return "bool"
     return "number"
 
 
@@ -82,8 +86,9 @@ class ClusterSpec:
 
 @dataclass(frozen=True)
 class CampaignSpec:
-    """A parsed spec. ``protocol`` holds the MeltQuenchParams overrides: the [protocol] keys
-    and the ``elastic_*`` options of [properties]."""
+    """A parsed spec. ``protocols`` are the matrix's protocols (one unless ``[matrix]`` lists
+    several or a ``dispersion`` axis); ``protocol`` holds the MeltQuenchParams run options:
+    the [protocol] keys and the ``elastic_*`` options of [properties]."""
 
     path: Path
     name: str
@@ -92,6 +97,7 @@ class CampaignSpec:
     quench_rates_k_ps: tuple[float, ...]
     seeds: tuple[int, ...]
     protocol: Mapping[str, Any] = field(default_factory=dict)
+    protocols: tuple[Protocol, ...] = ()
     elastic: bool = False
     crystal: tuple[Path, ...] = ()
     resources: Resources = field(default_factory=Resources)
@@ -99,37 +105,46 @@ class CampaignSpec:
     ignored_keys: tuple[str, ...] = ()
 
     def params(self) -> list[MeltQuenchParams]:
-        """The expanded matrix, in spec order (MLIP, x, quench rate, seed)."""
+        """The expanded matrix, in spec order (MLIP, x, quench rate, seed, protocol)."""
         return [
-            make_params(self, m, x, q, s)
+            make_params(self, m, x, q, s, proto)
             for m in self.mlips
             for x in self.x
             for q in self.quench_rates_k_ps
             for s in self.seeds
+            for proto in self.protocol_axis()
         ]
+
+    def protocol_axis(self) -> tuple[Protocol | str, ...]:
+        return self.protocols or ("default",)
 
     @property
     def size(self) -> int:
-        return len(self.mlips) * len(self.x) * len(self.quench_rates_k_ps) * len(self.seeds)
+        n = len(self.mlips) * len(self.x) * len(self.quench_rates_k_ps) * len(self.seeds)
+        return n * len(self.protocol_axis())
 
     def checkpoint_dir(self) -> Path:
         d = self.resources.checkpoint_dir
         return d if d is not None else self.path.parent / ".glassbench" / "checkpoints"
 
 
-def make_params(spec: CampaignSpec, mlip: str, x: float, q: float, seed: int) -> MeltQuenchParams:
+def make_params(
+    spec: CampaignSpec,
+    mlip: str,
+    x: float,
+    q: float,
+    seed: int,
+    protocol: Protocol | str | None = None,
+) -> MeltQuenchParams:
     """The parameters of one run of the matrix: the spec's protocol with this run's key."""
-    proto = dict(spec.protocol)
-    thermo_every = int(proto.get("thermo_every", 10))
-    # Same rule as `glassbench run meltquench`: a ~200-step flush interval on the thermo grid.
-    proto.setdefault("flush_every", max(thermo_every, (200 // thermo_every) * thermo_every))
     return MeltQuenchParams(
         mlip=mlip,
         x=float(x),
         quench_rate_k_ps=float(q),
         seed=int(seed),
+        protocol=protocol if protocol is not None else spec.protocol_axis()[0],
         elastic=spec.elastic,
-        **proto,
+        **spec.protocol,
     )
 
 
@@ -263,6 +278,8 @@ def parse_spec(data: Mapping[str, Any], path: Path) -> CampaignSpec:
         if v is not None:
             proto[key] = v
 
+    protocols = _parse_protocols(r, data, path)
+
     r.section("properties", required=False)
     for key in PROPERTY_KEYS:
         v = r.value("properties", key, _kind_of(key))
@@ -288,6 +305,7 @@ def parse_spec(data: Mapping[str, Any], path: Path) -> CampaignSpec:
         quench_rates_k_ps=rates,
         seeds=seeds,
         protocol=proto,
+        protocols=protocols,
         elastic=elastic,
         crystal=tuple(crystal),
         resources=resources,
@@ -372,36 +390,103 @@ def _unknown_keys(data: Mapping[str, Any], used: set[str]) -> Iterable[str]:
                     yield f"{sec}.{key}"
 
 
+def _parse_protocols(r: _Reader, data: Mapping[str, Any], path: Path) -> tuple[Protocol, ...]:
+    """The protocol axis: ``[matrix] protocols`` (presets or files) or the [protocol] section's
+    ``preset`` / ``file`` / ``[[protocol.stage]]``, times ``[matrix] dispersion``."""
+    sec = data.get("protocol", {})
+    preset_name = r.value("protocol", "preset", "str")
+    file_name = r.value("protocol", "file", "str")
+    r.used.add("protocol.stage")
+    r.used.add("protocol.name")
+    listed = r.value("matrix", "protocols", "strlist")
+    if sum(v is not None for v in (preset_name, file_name, listed)) > 1:
+        raise r.error(
+            "protocol.preset", "give one of protocol.preset, protocol.file, matrix.protocols"
+        )
+
+    def load(ref: str, where: str) -> Protocol:
+        if ref.endswith(".toml"):
+            fp = Path(ref) if Path(ref).is_absolute() else path.parent / ref
+            if not fp.is_file():
+                raise r.error(where, f"protocol file {ref!r} does not exist")
+            ref = str(fp)
+        try:
+            return resolve_protocol(ref)
+        except BadInput as exc:
+            raise r.error(where, exc.render(None)) from None
+
+    bases: list[Protocol]
+    if "stage" in sec:
+        mapping = {"stage": sec["stage"], "name": sec.get("name", "campaign")}
+        if preset_name is not None:
+            mapping["preset"] = preset_name
+        try:
+            bases = [protocol_from_mapping(mapping, name=str(mapping["name"]), where="protocol.")]
+        except BadInput as exc:
+            raise r.error(exc.field or "[protocol]", exc.detail) from None
+    elif listed is not None:
+        if not listed:
+            raise r.error("matrix.protocols", "must not be empty")
+        if len(set(listed)) != len(listed):
+            raise r.error("matrix.protocols", "duplicate protocol")
+        bases = [load(ref, f"matrix.protocols[{i}]") for i, ref in enumerate(listed)]
+    elif file_name is not None:
+        bases = [
+            load(file_name if file_name.endswith(".toml") else file_name + ".toml", "protocol.file")
+        ]
+    else:
+        bases = [load(preset_name or "default", "protocol.preset")]
+    disp = r.value("matrix", "dispersion", "strlist")
+    if disp is None:
+        return tuple(bases)
+    for i, d in enumerate(disp):
+        if d not in DISPERSIONS:
+            raise r.error(f"matrix.dispersion[{i}]", f"must be none or d3, got {d!r}")
+    if len(set(disp)) != len(disp) or not disp:
+        raise r.error("matrix.dispersion", "must be a non-empty list without duplicates")
+    if "dispersion" in sec:
+        raise r.error("protocol.dispersion", "give dispersion in [protocol] or [matrix], not both")
+    return tuple(replace(b, dispersion=d) for b in bases for d in disp)
+
+
 def _check_matrix(spec: CampaignSpec, r: _Reader) -> None:
     """Refuse before anything is written: every (x, protocol) must make a valid run."""
     from glassbench.chemistry import counts_for
 
-    p = {k: spec.protocol.get(k, getattr(_DEFAULTS, k)) for k in PROTOCOL_KEYS}
-    checks: list[tuple[bool, str, str]] = [
-        (p["formula_units"] >= 1, "formula_units", "must be >= 1"),
-        (p["t_final_k"] > 0, "t_final_k", "must be > 0"),
-        (p["t_melt_k"] > p["t_final_k"], "t_melt_k", "must be above t_final_k"),
-        (p["melt_ps"] >= 0, "melt_ps", "must be >= 0"),
-        (p["anneal_ps"] >= 0, "anneal_ps", "must be >= 0"),
-        (0 < p["timestep_fs"] <= 10, "timestep_fs", "must be in (0, 10]"),
-        (p["thermo_every"] >= 1, "thermo_every", "must be >= 1"),
-        (p["frame_every"] >= 1, "frame_every", "must be >= 1"),
-        (p["relax_steps"] >= 0, "relax_steps", "must be >= 0"),
-        (p["density_g_cm3"] is None or p["density_g_cm3"] > 0, "density_g_cm3", "must be > 0"),
+    p = spec.protocol
+    checks: list[tuple[str, bool, str]] = [
+        ("formula_units", p.get("formula_units", 1) >= 1, "must be >= 1"),
+        ("t_final_k", p.get("t_final_k", 1.0) > 0, "must be > 0"),
+        (
+            "t_melt_k",
+            p.get("t_melt_k", math.inf) > p.get("t_final_k", 0.0),
+            "must be above t_final_k",
+        ),
+        ("melt_ps", p.get("melt_ps", 0.0) >= 0, "must be >= 0"),
+        ("anneal_ps", p.get("anneal_ps", 0.0) >= 0, "must be >= 0"),
+        ("timestep_fs", 0 < p.get("timestep_fs", 1.0) <= 10, "must be in (0, 10]"),
+        ("thermo_every", p.get("thermo_every", 1) >= 1, "must be >= 1"),
+        ("frame_every", p.get("frame_every", 1) >= 1, "must be >= 1"),
+        ("relax_steps", p.get("relax_steps", 0) >= 0, "must be >= 0"),
+        ("density_g_cm3", p.get("density_g_cm3", 1.0) > 0, "must be > 0"),
     ]
-    for ok, key, msg in checks:
+    for key, ok, msg in checks:
         if not ok:
             raise r.error(f"protocol.{key}", f"{msg}, got {p[key]!r}")
-    fu = int(p["formula_units"])
-    for i, x in enumerate(spec.x):
+    for proto in spec.protocol_axis():
         try:
-            counts_for(x, fu)
-        except ValueError as exc:
-            raise r.error(f"matrix.x[{i}]", f"{exc} (protocol.formula_units = {fu})") from None
-    try:
-        make_params(spec, spec.mlips[0], spec.x[0], spec.quench_rates_k_ps[0], spec.seeds[0])
-    except BadInput as exc:  # e.g. flush_every not a multiple of thermo_every
-        raise r.error("[protocol]", exc.message) from None
+            params = make_params(
+                spec, spec.mlips[0], spec.x[0], spec.quench_rates_k_ps[0], spec.seeds[0], proto
+            )
+        except BadInput as exc:  # e.g. flush_every not a multiple of thermo_every
+            where = f"protocol.{exc.field}" if exc.field else "[protocol]"
+            raise r.error(where, exc.detail if exc.field else exc.message) from None
+        fu = params.spec.formula_units
+        for i, x in enumerate(spec.x):
+            try:
+                counts_for(x, fu)
+            except ValueError as exc:
+                raise r.error(f"matrix.x[{i}]", f"{exc} (protocol.formula_units = {fu})") from None
 
 
 def check_mlips(spec: CampaignSpec, engine: Engine) -> dict[str, Any]:

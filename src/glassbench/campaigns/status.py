@@ -79,33 +79,35 @@ class RunRecord:
     claimed_by: str | None = None
 
 
-def _key(mlip: str, x: float, q: float, seed: int) -> tuple[str, float, float, int]:
+def _key(
+    mlip: str, x: float, q: float, seed: int, phash: str
+) -> tuple[str, float, float, int, str]:
     # x is stored rounded to 6 decimals; rates are compared to 9 significant digits.
-    return (mlip, round(float(x), 6), float(f"{float(q):.9g}"), int(seed))
+    return (mlip, round(float(x), 6), float(f"{float(q):.9g}"), int(seed), phash)
 
 
 def campaign_runs(spec: CampaignSpec, engine: Engine) -> list[RunRecord]:
     """Every run of the matrix with its status (`MISSING` when not created yet)."""
     from glassbench.service.repos import content_hash
 
-    first = spec.params()[0]
-    phash = content_hash({"kind": "meltquench", **first.protocol()})
+    matrix = spec.params()
+    hashes = {id(p): content_hash({"kind": "meltquench", **p.protocol_record()}) for p in matrix}
     stmt = sa.text(
         "SELECT m.name, c.x, r.quench_rate_k_ps, r.seed, r.status, r.attempts, r.error, "
-        "r.claimed_by FROM run r JOIN mlip m ON m.id = r.mlip_id "
+        "r.claimed_by, p.content_hash FROM run r JOIN mlip m ON m.id = r.mlip_id "
         "JOIN composition c ON c.id = r.composition_id JOIN protocol p ON p.id = r.protocol_id "
-        "WHERE p.content_hash = :h AND m.name IN :names"
-    ).bindparams(sa.bindparam("names", expanding=True))
-    found: dict[tuple[str, float, float, int], RunRecord] = {}
+        "WHERE p.content_hash IN :h AND m.name IN :names"
+    ).bindparams(sa.bindparam("names", expanding=True), sa.bindparam("h", expanding=True))
+    found: dict[tuple[str, float, float, int, str], RunRecord] = {}
     with engine.connect() as c:
-        for r in c.execute(stmt, {"h": phash, "names": list(spec.mlips)}):
+        for r in c.execute(stmt, {"h": sorted(set(hashes.values())), "names": list(spec.mlips)}):
             rec = RunRecord(
                 r[0], float(r[1]), float(r[2]), int(r[3]), str(r[4]), int(r[5]), r[6], r[7]
             )
-            found[_key(rec.mlip, rec.x, rec.quench_rate_k_ps, rec.seed)] = rec
+            found[_key(rec.mlip, rec.x, rec.quench_rate_k_ps, rec.seed, r[8])] = rec
     out = []
-    for p in spec.params():
-        k = _key(p.mlip, p.x, p.quench_rate_k_ps, p.seed)
+    for p in matrix:
+        k = _key(p.mlip, p.x, p.quench_rate_k_ps, p.seed, hashes[id(p)])
         out.append(found.get(k) or RunRecord(p.mlip, p.x, p.quench_rate_k_ps, p.seed, MISSING))
     return out
 

@@ -17,7 +17,7 @@ import logging
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -59,12 +59,14 @@ class RunTask:
     stale_after_s: float = DEFAULT_STALE_AFTER_S
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["params"] = self.params.to_request()
+        return json.dumps(d)
 
     @classmethod
     def from_json(cls, text: str) -> RunTask:
         d = json.loads(text)
-        d["params"] = MeltQuenchParams(**d["params"])
+        d["params"] = MeltQuenchParams.from_request(d["params"])
         return cls(**d)
 
 
@@ -115,7 +117,8 @@ def _calculator(mlip: Any) -> Any:
     if calc is None:
         from glassbench.runners.meltquench import build_calculator
 
-        calc = _CALCULATORS[key] = build_calculator(mlip)
+        # The bare model: the run adds its protocol's (or the MLIP's) dispersion on top.
+        calc = _CALCULATORS[key] = build_calculator(mlip, dispersion="none")
     return calc
 
 
@@ -182,8 +185,14 @@ def execute_crystals(task: CrystalTask) -> TaskResult:
 def _delegate(python: str, kind: str, payload: str, run_id: int, threads: int) -> TaskResult:
     """Run the task in the MLIP's own interpreter; the child claims the run itself."""
     # The payload (with the database URL) goes through stdin, not argv, which `ps` shows.
+    # As in-process: thread variables the user set explicitly win over threads_per_run.
     proc = run_in_interpreter(
-        python, [CHILD_MODULE, kind], stdin=payload, threads=threads, capture=True
+        python,
+        [CHILD_MODULE, kind],
+        stdin=payload,
+        threads=threads,
+        capture=True,
+        override_threads=False,
     )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode == 0 and lines:

@@ -8,7 +8,6 @@ import click
 
 from glassbench.cli import AppContext, pass_app
 from glassbench.commands._common import RUN_KEY_OPTIONS
-from glassbench.errors import BadInput
 
 
 @click.group("run")
@@ -16,20 +15,54 @@ def cli() -> None:
     """Run simulations with live ingest."""
 
 
+_FROM_PROTOCOL = "default: as the protocol says"
+
+
 @cli.command("meltquench")
 @RUN_KEY_OPTIONS
-@click.option("--formula-units", type=int, default=8, show_default=True)
-@click.option("--t-melt", type=float, default=1800.0, show_default=True, help="K")
-@click.option("--melt-ps", type=float, default=10.0, show_default=True)
-@click.option("--t-final", type=float, default=300.0, show_default=True, help="K")
-@click.option("--anneal-ps", type=float, default=10.0, show_default=True)
-@click.option("--timestep-fs", type=float, default=1.0, show_default=True)
+@click.option(
+    "--protocol",
+    default="default",
+    show_default=True,
+    help="Preset (default, study) or a protocol .toml file; `glassbench protocol show` prints it.",
+)
+@click.option("--formula-units", type=int, default=None, help=f"Cell size; {_FROM_PROTOCOL} (8).")
+@click.option("--t-melt", type=float, default=None, help=f"K; {_FROM_PROTOCOL} (1800).")
+@click.option("--melt-ps", type=float, default=None, help=f"Melt stage; {_FROM_PROTOCOL}.")
+@click.option("--t-final", type=float, default=None, help=f"K; {_FROM_PROTOCOL} (300).")
+@click.option("--anneal-ps", type=float, default=None, help=f"Anneal stage; {_FROM_PROTOCOL}.")
+@click.option(
+    "--production-ps", type=float, default=None, help=f"Production stage; {_FROM_PROTOCOL}."
+)
+@click.option("--pressure", type=float, default=None, help=f"GPa, NPT stages; {_FROM_PROTOCOL}.")
+@click.option("--timestep-fs", type=float, default=None, help=f"{_FROM_PROTOCOL} (1).")
 @click.option(
     "--density", type=float, default=None, help="Initial density in g/cm3 (default: estimate)."
 )
-@click.option("--thermo-every", type=int, default=10, show_default=True, help="steps")
-@click.option("--frame-every", type=int, default=100, show_default=True, help="steps")
+@click.option("--thermo-every", type=int, default=None, help=f"steps; {_FROM_PROTOCOL} (10).")
+@click.option("--frame-every", type=int, default=None, help=f"steps; {_FROM_PROTOCOL} (100).")
+@click.option(
+    "--block-frames", type=int, default=None, help=f"Window block size; {_FROM_PROTOCOL} (5)."
+)
+@click.option(
+    "--dispersion",
+    type=click.Choice(["none", "d3"]),
+    default=None,
+    help="Override the MLIP's registered dispersion correction for this protocol.",
+)
 @click.option("--elastic/--no-elastic", default=False, show_default=True)
+@click.option(
+    "--elastic-relax-cell/--no-elastic-relax-cell",
+    default=True,
+    show_default=True,
+    help="Relax the cell at the last stage's pressure before straining.",
+)
+@click.option(
+    "--elastic-temperature",
+    type=float,
+    default=None,
+    help="K: finite-temperature moduli (stress averaged over NVT MD per strain); default static.",
+)
 @click.option(
     "--checkpoint-dir",
     type=click.Path(path_type=Path),
@@ -46,40 +79,56 @@ def meltquench(
     x: float,
     quench_rate: float,
     seed: int,
-    formula_units: int,
-    t_melt: float,
-    melt_ps: float,
-    t_final: float,
-    anneal_ps: float,
-    timestep_fs: float,
+    protocol: str,
+    formula_units: int | None,
+    t_melt: float | None,
+    melt_ps: float | None,
+    t_final: float | None,
+    anneal_ps: float | None,
+    production_ps: float | None,
+    pressure: float | None,
+    timestep_fs: float | None,
     density: float | None,
-    thermo_every: int,
-    frame_every: int,
+    thermo_every: int | None,
+    frame_every: int | None,
+    block_frames: int | None,
+    dispersion: str | None,
     elastic: bool,
+    elastic_relax_cell: bool,
+    elastic_temperature: float | None,
     checkpoint_dir: Path,
     in_process: bool,
 ) -> None:
-    """Melt-quench one glass; resumes from its checkpoint if it was interrupted."""
+    """Melt-quench one glass; resumes from its checkpoint if it was interrupted.
+
+    The protocol (stages, ensembles, thermostats) comes from --protocol; the other options
+    override the matching stage (`--protocol study --melt-ps 2`: the study protocol with a
+    2 ps melt). See docs/protocol.md.
+    """
     from glassbench.runners.meltquench import MeltQuenchParams, run_meltquench
 
-    if quench_rate <= 0:
-        raise BadInput(f"must be > 0, got {quench_rate}", source="--quench-rate")
     params = MeltQuenchParams(
         mlip=mlip,
         x=x,
         quench_rate_k_ps=quench_rate,
         seed=seed,
+        protocol=protocol,
         formula_units=formula_units,
         t_melt_k=t_melt,
         melt_ps=melt_ps,
         t_final_k=t_final,
         anneal_ps=anneal_ps,
+        production_ps=production_ps,
+        pressure_gpa=pressure,
         timestep_fs=timestep_fs,
         density_g_cm3=density,
         thermo_every=thermo_every,
         frame_every=frame_every,
-        flush_every=max(thermo_every, (200 // thermo_every) * thermo_every),
+        block_frames=block_frames,
+        dispersion=dispersion,
         elastic=elastic,
+        elastic_relax_cell=elastic_relax_cell,
+        elastic_temperature_k=elastic_temperature,
     )
     outcome = run_meltquench(
         app.engine,

@@ -89,9 +89,46 @@ def _overview(data: ReportData, done: pd.DataFrame) -> Section:
             f"'{RunStatus.DONE.value}' enter the statistics below."
         )
     )
+    scope = _scope(done)
+    if scope:
+        s.blocks.append(Text(scope))
     cov = mx.coverage_table(data.mlips, data.runs)
     s.blocks.append(Table("coverage", "Runs per MLIP", cov))
     return s
+
+
+# The study's quench rates (../shared/DESIGN.md): 0.5-5 K/ps, 5 K/ps the standard one.
+STUDY_RATE_K_PS = 5.0
+ATOMS_PER_FORMULA_UNIT = 13  # Na4 P2 S(7-x) O(x)
+
+
+def _scope(done: pd.DataFrame) -> str:
+    """What the done runs can and cannot say: quench rates far above the study's and small
+    cells are stated plainly, with the numbers, next to the results they qualify."""
+    if done.empty or Key.quench_rate not in done.columns:
+        return ""
+    rates = sorted({float(r) for r in done[Key.quench_rate].dropna()})
+    if not rates or rates[0] < 10 * STUDY_RATE_K_PS:
+        return ""
+    atoms = sorted({int(n) for n in done.get("n_atoms", pd.Series(dtype=float)).dropna()})
+    rate_text = ", ".join(f"{r:g}" for r in rates)
+    lo, hi = rates[0] / STUDY_RATE_K_PS, rates[-1] / STUDY_RATE_K_PS
+    times = f"{lo:,.0f}x" if lo == hi else f"{lo:,.0f}x to {hi:,.0f}x"
+    text = (
+        f"Scope: these runs were quenched at {rate_text} K/ps, {times} the study's standard "
+        f"{STUDY_RATE_K_PS:g} K/ps (it covers 0.5-{STUDY_RATE_K_PS:g} K/ps)"
+    )
+    if atoms:
+        n_p = 2 * atoms[0] // ATOMS_PER_FORMULA_UNIT
+        cells = ", ".join(str(n) for n in atoms)
+        text += f", in cells of {cells} atoms"
+        if n_p:
+            text += f" (one P is {100 / n_p:.0f} % of all P in the smallest)"
+    return (
+        text + ". Quantities that depend on how the glass was made (density, speciation, "
+        "moduli) show what this pipeline measures on such runs, not what these MLIPs predict "
+        "for glasses made at the study's rates."
+    )
 
 
 def _mae_section(data: ReportData, done: pd.DataFrame) -> tuple[Section, pd.DataFrame]:
@@ -224,12 +261,42 @@ def _artefact_section(done: pd.DataFrame) -> Section:
             "Units tracked as possible MLIP artefacts (the edge-sharing and P-P chain "
             "findings): three-coordinated P (P3c), P in edge-sharing pairs (P2ES), P in P-P "
             "bonded clusters of three or more P (PPchain) as fractions of all P, and S in S-S "
-            "chains as a fraction of all S. Final frame of each run, mean and std over seeds."
+            "chains as a fraction of all S. Each run's window mean (its final frame when it has no "
+            "averaging window; docs/protocol.md), then mean and std over seeds."
         )
     )
     table = mx.artefact_table(done)
     s.blocks.append(Table("artefacts", "Artefact fractions per MLIP and x", table))
+    findings = _p3c_findings(done)
+    if findings:
+        s.blocks.append(Text(findings))
     return s
+
+
+P3C_NOTABLE = 0.2  # a fifth of all P three-coordinated: worth a sentence, not only a cell
+
+
+def _p3c_findings(done: pd.DataFrame) -> str:
+    """Say it when an MLIP leaves much of P three-coordinated: a reader scanning for model
+    behaviour should not have to find it in a table cell."""
+    if done.empty or Key.p3c not in done.columns:
+        return ""
+    parts = []
+    for mlip, g in done.groupby(Key.mlip, sort=True):
+        v = g[Key.p3c].dropna()
+        if len(v) and float(v.mean()) >= P3C_NOTABLE:
+            parts.append(
+                f"{mlip}: {v.mean():.0%} of P three-coordinated on average over {len(v)} done "
+                f"run(s) (range {v.min():.0%}-{v.max():.0%})"
+            )
+    if not parts:
+        return ""
+    return (
+        "Three-coordinated P (P3c): "
+        + "; ".join(parts)
+        + ". If it persists in slower quenches and longer melts it is the model's behaviour, "
+        "not the protocol's: compare the quench-rate section before reading it either way."
+    )
 
 
 def _quench_section(done: pd.DataFrame, points: pd.DataFrame, colors: dict[str, str]) -> Section:
@@ -365,7 +432,8 @@ def _notes() -> Section:
                 "P units are fractions of all P atoms (P0-P4 by bridging anions, P1P with one "
                 "P-P bond, P3c three-coordinated, P2ES and PPchain as flags); anion classes are "
                 "fractions of all S+O. 'P1 (incl. P1P)' adds P1P to P1 as the NMR comparison "
-                "does; stored counts stay disjoint. Values come from each run's final frame."
+                "does; stored counts stay disjoint. Values are means over each run's averaging window "
+                "(the final frame for runs without one, e.g. ingested runs; docs/protocol.md)."
             ),
             Text(
                 "Missing data are shown as missing (—) and never imputed: a run without a value "

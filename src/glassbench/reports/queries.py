@@ -38,7 +38,7 @@ _FRACTION_COLUMNS: tuple[str, ...] = tuple(
 
 RUN_COLUMNS: tuple[str, ...] = (
     Key.run_id, Key.mlip, "family", Key.x, "composition_id", Key.quench_rate, Key.seed,
-    Key.protocol_id, "status", "final_frame_id",
+    Key.protocol_id, "status", "n_atoms", "final_frame_id",
     *RUN_PROPERTIES, *(f"{p}_stderr" for p in RUN_PROPERTIES),
     *_FRACTION_COLUMNS, Key.na_cn, Key.ss_fraction,
 )  # fmt: skip
@@ -55,7 +55,7 @@ class ReportData:
     mlips: pd.DataFrame
     """Every registered MLIP: ``mlip``, ``arch`` (also those without runs)."""
     runs: pd.DataFrame
-    """One row per run (any status): keys, properties and final-frame fractions."""
+    """One row per run (any status): keys, properties, window-mean (else final-frame) fractions."""
     experiment: pd.DataFrame
     """Glass reference values, one row per (composition, property, source)."""
     crystal_experiment: pd.DataFrame
@@ -129,7 +129,7 @@ def _runs_sql() -> str:
         SELECT r.id AS run_id, m.name AS mlip, c.family AS family, c.x AS x,
                r.composition_id AS composition_id, r.quench_rate_k_ps AS quench_rate_k_ps,
                r.seed AS seed, r.protocol_id AS protocol_id, r.status AS status,
-               rf.frame_id AS final_frame_id, {names}
+               r.n_atoms AS n_atoms, rf.frame_id AS final_frame_id, {names}
         FROM run r
         JOIN mlip m ON m.id = r.mlip_id
         JOIN composition c ON c.id = r.composition_id
@@ -156,12 +156,36 @@ def _final_frames(conn: Connection, frame_ids: Sequence[int]) -> pd.DataFrame:
     )
 
 
+def _with_window_means(conn: Connection, runs: pd.DataFrame) -> pd.DataFrame:
+    """Window means replace final-frame values for runs that have a window (as ``run_detail``
+    does: a run's values all come from one estimator)."""
+    if runs.empty:
+        return runs
+    ws = _by_ids(
+        conn,
+        "SELECT run_id, quantity, mean FROM window_stat WHERE run_id IN :ids",
+        [int(r) for r in runs[Key.run_id]],
+        ["run_id", "quantity", "mean"],
+    )
+    if ws.empty:
+        return runs
+    wide = ws.pivot_table(index="run_id", columns="quantity", values="mean", aggfunc="first")
+    out = runs.set_index(Key.run_id, drop=False)
+    windowed = out.index.isin(wide.index)
+    for col in (*_FRACTION_COLUMNS, Key.na_cn, Key.ss_fraction):
+        if col in out.columns:
+            vals = wide[col] if col in wide.columns else pd.Series(dtype=float)
+            out.loc[windowed, col] = out.index[windowed].map(vals).astype(float)
+    return out.reset_index(drop=True)
+
+
 def load_runs(conn: Connection) -> pd.DataFrame:
     """One row per run: the columns of ``run_detail`` that reports use (any status)."""
     runs = _frame(conn, _runs_sql())
     frame_ids = [int(f) for f in runs["final_frame_id"].dropna()]
     final = _final_frames(conn, frame_ids)
     runs = runs.merge(final, on="final_frame_id", how="left") if not final.empty else runs
+    runs = _with_window_means(conn, runs)
     for c in RUN_COLUMNS:
         if c not in runs.columns:
             runs[c] = float("nan")

@@ -119,6 +119,8 @@ def make_calculator(
     device: str = "cpu",
     expected_sha256: str | None = None,
     default_dtype: str = "float64",
+    dispersion: str = "none",
+    functional: str | None = None,
 ) -> Calculator:
     """ASE calculator for a registered MLIP.
 
@@ -129,10 +131,18 @@ def make_calculator(
     vouches for the file. ``default_dtype`` applies to MACE (CHGNet and SevenNet run in their
     own precision).
 
-    Raises `BadInput` for an unknown architecture, a missing or changed model file or an
-    unknown pretrained name, and `Failure` when the architecture's package is not importable
-    in this interpreter (with the install hint).
+    ``dispersion="d3"`` adds Grimme D3(BJ) with the parameters of ``functional`` (the
+    functional of the MLIP's training data) to energy, forces and stress; ``"none"`` returns
+    the MLIP's calculator itself (see `glassbench.runners.dispersion`, docs/dispersion.md).
+    Both are checked before the model is loaded.
+
+    Raises `BadInput` for an unknown architecture, a missing or changed model file, an
+    unknown pretrained name, an unknown dispersion, or D3 without a known functional, and
+    `Failure` when the architecture's package (or dftd3, for D3) is not importable in this
+    interpreter (with the install hint).
     """
+    from glassbench.runners.dispersion import check_dispersion, with_dispersion
+
     builders: dict[str, Callable[..., Calculator]] = {
         "mace": _make_mace,
         "deepmd": _make_deepmd,
@@ -141,12 +151,16 @@ def make_calculator(
         "sevenn": _make_sevenn,
     }
     _check_arch(arch)
+    # A bad dispersion setting fails fast, before a model is read from disk.
+    check_dispersion(dispersion, functional)
     if arch in DEFAULT_PRETRAINED:
-        return builders[arch](model or DEFAULT_PRETRAINED[arch], device=device)
-    if model is None:
-        raise BadInput(f"architecture {arch!r} needs a model file", where="model")
-    path = check_model_file(model, expected_sha256)
-    return builders[arch](path, device=device, default_dtype=default_dtype)
+        calc = builders[arch](model or DEFAULT_PRETRAINED[arch], device=device)
+    else:
+        if model is None:
+            raise BadInput(f"architecture {arch!r} needs a model file", where="model")
+        path = check_model_file(model, expected_sha256)
+        calc = builders[arch](path, device=device, default_dtype=default_dtype)
+    return with_dispersion(calc, dispersion, functional)
 
 
 @contextmanager

@@ -1,11 +1,18 @@
 """Elastic constants and isotropic moduli from stress-strain finite differences.
 
-Method (recorded in every result): the cell is deformed by F = I + eps for each of the six
+Method (recorded in every result): first the reference. With ``relax_cell`` (the default) its
+cell and positions are relaxed together at the target pressure P (ASE's FrechetCellFilter,
+enthalpy E + PV), so that its stress is -P (isotropic) up to the optimiser's tolerance; without
+it only the positions are relaxed, in the cell given (an MD cell carries the thermal and
+residual stress of its run). Then the cell is deformed by F = I + eps for each of the six
 Voigt strain components at +strain and -strain (shear strains are engineering strains,
 gamma = 2 eps_ij), atoms follow affinely and are then relaxed at fixed cell (or, with ``md``,
 the stress is time-averaged over an NVT run at each strain). The stiffness column j is the
 central difference C[:, j] = (sigma(+) - sigma(-)) / (2 strain) of the Voigt stress (ASE sign
 convention: tensile positive, so C is positive definite for a stable solid), symmetrised.
+Only stress differences enter, so the reference stress -P cancels; at P != 0 the result is the
+stress-strain coefficients B = C - P (d_ik d_jl + d_il d_jk - d_ij d_kl) (Wallace), the ones
+that give K = -V dP/dV, sound speeds and the stability criteria under pressure.
 Voigt and Reuss bounds of the bulk and shear moduli, their Hill average, Young's modulus
 E = 9KG / (3K + G) and Poisson's ratio nu = (3K - 2G) / (2 (3K + G)) follow (GPa).
 
@@ -22,7 +29,7 @@ Uncertainty of each modulus (one standard uncertainty, combined in quadrature):
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -89,6 +96,11 @@ class ElasticResult:
     n_atoms: int
     uncertainty_components: dict[str, dict[str, float]] = field(default_factory=dict)
     md: dict[str, Any] | None = None
+    # Defaults describe results stored before the cell was relaxed, so their JSON still loads.
+    relax_cell: bool = False
+    pressure_gpa: float = 0.0
+    reference_stress_gpa: tuple[float, ...] = ()
+    reference_volume_a3: float | None = None
 
     def moduli(self) -> dict[str, tuple[float, float]]:
         """{property name: (value, standard uncertainty)}, names as in the property table."""
@@ -104,7 +116,18 @@ class ElasticResult:
         out = asdict(self)
         out["c_gpa"] = np.asarray(self.c_gpa).tolist()
         out["strains"] = [list(s) for s in self.strains]
+        out["reference_stress_gpa"] = list(self.reference_stress_gpa)
         return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ElasticResult:
+        """The result `to_dict` wrote, also from before a field existed (it takes its default)."""
+        known = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in d.items() if k in known}
+        kw["c_gpa"] = np.asarray(d["c_gpa"], dtype=float)
+        kw["strains"] = tuple((int(j), float(s)) for j, s in d["strains"])
+        kw["reference_stress_gpa"] = tuple(float(v) for v in d.get("reference_stress_gpa", ()))
+        return cls(**kw)
 
 
 def voigt_strain_matrix(component: int, magnitude: float) -> FloatArray:
@@ -167,6 +190,32 @@ def _relax(atoms: Atoms, fmax: float, max_steps: int, optimizer: str) -> bool:
     return bool(opt.run(fmax=fmax, steps=max_steps))
 
 
+def _relax_cell(
+    atoms: Atoms,
+    pressure_gpa: float,
+    fmax: float,
+    max_steps: int,
+    optimizer: str,
+    *,
+    positions: bool,
+) -> bool:
+    """Relax the cell (and the positions when ``positions``) at ``pressure_gpa``; converged?"""
+    from ase import optimize
+    from ase.constraints import FixAtoms
+    from ase.filters import FrechetCellFilter
+
+    saved = list(atoms.constraints)
+    if not positions:
+        # The filter scales fixed atoms with the cell: they stay at their fractional positions.
+        atoms.set_constraint([*saved, FixAtoms(indices=list(range(len(atoms))))])
+    try:
+        cell_filter = FrechetCellFilter(atoms, scalar_pressure=pressure_gpa * units.GPa)
+        opt = getattr(optimize, optimizer)(cell_filter, logfile=None)
+        return bool(opt.run(fmax=fmax, steps=max_steps))
+    finally:
+        atoms.set_constraint(saved)
+
+
 def _md_stress(atoms: Atoms, md: ElasticMD, seed: int) -> tuple[FloatArray, FloatArray]:
     """Time-averaged Voigt stress (eV/A^3) and its standard error from block averages."""
     from ase.md import velocitydistribution
@@ -214,13 +263,21 @@ def elastic_moduli(
     max_steps: int = 2000,
     optimizer: str = "FIRE",
     md: ElasticMD | None = None,
+    relax_cell: bool = True,
+    pressure_gpa: float = 0.0,
 ) -> ElasticResult:
     """Elastic constants and isotropic moduli of ``atoms`` with ``calc`` (see module doc).
 
-    ``atoms`` is not modified. Positions are relaxed at fixed cell (``fmax`` in eV/A, at most
-    ``max_steps`` steps, ``optimizer`` one of FIRE, BFGS, LBFGS) before straining and at each
-    strain when ``relax_positions``. With ``md`` the stress at each strain (and of the
-    reference) is a time average over NVT MD instead of a static value.
+    ``atoms`` is not modified. With ``relax_cell`` the reference's cell is first relaxed at
+    ``pressure_gpa`` (recorded either way, used only here), together with its positions when
+    ``relax_positions`` (else the atoms keep their fractional positions); without it,
+    positions are relaxed at fixed cell when ``relax_positions``. Positions are relaxed again at each strain when
+    ``relax_positions``. Every relaxation uses ``optimizer`` (FIRE, BFGS or LBFGS), at most
+    ``max_steps`` steps and ``fmax`` (eV/A); for the cell this bounds each residual stress
+    component |sigma_ij + P delta_ij| by about fmax * N / V (FrechetCellFilter's cell force
+    is the virial over the number of atoms N). With ``md`` the stress at each strain (and of
+    the reference) is a time average over NVT MD instead of a static value; the reference
+    cell is still relaxed statically, so its mean stress also holds the thermal pressure.
     """
     if not 0 < strain < 0.1:
         raise ValueError(f"strain must be in (0, 0.1), not {strain}")
@@ -228,11 +285,17 @@ def elastic_moduli(
         raise ValueError(f"optimizer must be one of {_OPTIMIZERS}, not {optimizer!r}")
     if not atoms.pbc.all():
         raise ValueError("elastic constants need a cell periodic in all three directions")
+    if not math.isfinite(pressure_gpa):
+        raise ValueError(f"pressure_gpa must be finite, not {pressure_gpa}")
 
     ref = atoms.copy()
     ref.calc = calc
     converged = True
-    if relax_positions:
+    if relax_cell:
+        converged &= _relax_cell(
+            ref, pressure_gpa, fmax, max_steps, optimizer, positions=relax_positions
+        )
+    elif relax_positions:
         converged &= _relax(ref, fmax, max_steps, optimizer)
     cell0 = ref.cell.array.copy()
     pos0 = ref.get_positions()
@@ -315,6 +378,12 @@ def elastic_moduli(
         if relax_positions
         else "affine (unrelaxed) positions"
     )
+    if relax_cell:
+        moved = "cell and positions" if relax_positions else "cell (fractional positions kept)"
+        relax_txt = (
+            f"reference {moved} relaxed at {pressure_gpa:g} GPa (FrechetCellFilter, "
+            f"{optimizer}, fmax={fmax:g} eV/A), {relax_txt}"
+        )
     stress_txt = (
         "static stress"
         if md is None
@@ -349,4 +418,8 @@ def elastic_moduli(
             k: {n: float(v) for n, v in d.items()} for k, d in components.items()
         },
         md=None if md is None else asdict(md),
+        relax_cell=relax_cell,
+        pressure_gpa=float(pressure_gpa),
+        reference_stress_gpa=tuple(float(v) for v in s0 * to_gpa),
+        reference_volume_a3=float(ref.get_volume()),
     )

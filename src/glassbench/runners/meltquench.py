@@ -25,9 +25,17 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
 
-from glassbench.chemistry import FAMILY
 from glassbench.errors import BadInput, Failure, first_line
 from glassbench.runners.delegation import call_in_interpreter, interpreter_for
+from glassbench.runners.protocol import (
+    OVERRIDES,
+    PROTOCOL_FIELDS,
+    Protocol,
+    Segment,
+    protocol_from_mapping,
+    schedule,
+)
+from glassbench.runners.protocol import resolve as resolve_protocol
 from glassbench.schema import RunStatus
 from glassbench.service import repos, runs, unit_of_work
 
@@ -39,109 +47,123 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class MeltQuenchParams:
-    """Everything that defines a melt-quench run; the first four fields are its key."""
+    """Everything that defines a melt-quench run; the first four fields and the protocol are
+    its key.
+
+    ``protocol`` is a preset name (``default``, ``study``), a TOML file or a
+    :class:`~glassbench.runners.protocol.Protocol`; the fields from ``formula_units`` to
+    ``dispersion`` are the run options that override it (None: as the protocol says; see
+    ``runners/protocol.py``, ``OVERRIDES``). ``flush_every`` and the ``elastic*`` fields are
+    not part of the protocol.
+    """
 
     mlip: str
     x: float
     quench_rate_k_ps: float
     seed: int
-    formula_units: int = 8
-    t_melt_k: float = 1800.0
-    melt_ps: float = 10.0
-    t_final_k: float = 300.0
-    anneal_ps: float = 10.0
-    timestep_fs: float = 1.0
+    protocol: str | Protocol = "default"
+    formula_units: int | None = None
+    t_melt_k: float | None = None
+    melt_ps: float | None = None
+    t_final_k: float | None = None
+    anneal_ps: float | None = None
+    production_ps: float | None = None
+    timestep_fs: float | None = None
     density_g_cm3: float | None = None
-    friction_per_fs: float = 0.01
-    taut_fs: float = 100.0
-    taup_fs: float = 1000.0
-    pressure_gpa: float = 0.0
-    compressibility_per_gpa: float = 0.05
-    relax_steps: int = 100
-    thermo_every: int = 10
-    frame_every: int = 100
-    flush_every: int = 200
+    friction_per_fs: float | None = None
+    taut_fs: float | None = None
+    taup_fs: float | None = None
+    pressure_gpa: float | None = None
+    compressibility_per_gpa: float | None = None
+    relax_steps: int | None = None
+    thermo_every: int | None = None
+    frame_every: int | None = None
+    block_frames: int | None = None
+    dispersion: str | None = None
+    flush_every: int | None = None
     elastic: bool = False
     elastic_strain: float = 0.005
     elastic_fmax: float = 0.01
     elastic_max_steps: int = 300
     elastic_relax_positions: bool = True
+    elastic_relax_cell: bool = True
+    elastic_temperature_k: float | None = None
 
     def __post_init__(self) -> None:
-        checks: list[tuple[bool, str, str]] = [
-            (
-                self.quench_rate_k_ps > 0 and math.isfinite(self.quench_rate_k_ps),
-                "quench_rate_k_ps",
-                "must be > 0",
-            ),
-            (self.formula_units >= 1, "formula_units", "must be >= 1"),
-            (self.t_melt_k > self.t_final_k > 0, "t_melt_k/t_final_k", "need t_melt > t_final > 0"),
-            (self.melt_ps >= 0 and self.anneal_ps >= 0, "melt_ps/anneal_ps", "must be >= 0"),
-            (0 < self.timestep_fs <= 10, "timestep_fs", "must be in (0, 10]"),
-            (
-                self.thermo_every >= 1 and self.frame_every >= 1,
-                "thermo_every/frame_every",
-                "must be >= 1",
-            ),
-        ]
-        for ok, name, msg in checks:
-            if not ok:
-                raise BadInput(msg, field=name)
-        if self.flush_every % self.thermo_every:
+        if not (self.quench_rate_k_ps > 0 and math.isfinite(self.quench_rate_k_ps)):
+            raise BadInput("must be > 0", field="quench_rate_k_ps")
+        spec = resolve_protocol(self.protocol, self.overrides())
+        object.__setattr__(self, "_spec", spec)
+        flush = self.flush_every
+        if flush is None:
+            te = spec.thermo_every
+            flush = max(te, (200 // te) * te)
+            object.__setattr__(self, "flush_every", flush)
+        if flush < 1 or flush % spec.thermo_every:
             raise BadInput(
                 "flush interval must be a multiple of the thermo interval", field="flush_every"
             )
+        if not 0 < self.elastic_strain < 0.1:
+            raise BadInput("must be in (0, 0.1)", field="elastic_strain")
+        if self.elastic_temperature_k is not None and not 0 < self.elastic_temperature_k < 5000:
+            raise BadInput("must be in (0, 5000) K", field="elastic_temperature_k")
 
-    # Steps of each stage; the quench covers (t_melt - t_final) at the given rate.
-    @property
-    def melt_steps(self) -> int:
-        return round(self.melt_ps * 1000.0 / self.timestep_fs)
+    def overrides(self) -> dict[str, Any]:
+        """The run options given (not None) that override the protocol."""
+        names = (*OVERRIDES, *PROTOCOL_FIELDS)
+        return {k: getattr(self, k) for k in names if getattr(self, k) is not None}
 
     @property
-    def quench_steps(self) -> int:
-        quench_ps = (self.t_melt_k - self.t_final_k) / self.quench_rate_k_ps
-        return max(1, round(quench_ps * 1000.0 / self.timestep_fs))
+    def spec(self) -> Protocol:
+        """The resolved protocol: preset or file with this run's options applied."""
+        spec: Protocol = self.__dict__["_spec"]
+        return spec
 
     @property
-    def anneal_steps(self) -> int:
-        return round(self.anneal_ps * 1000.0 / self.timestep_fs)
+    def segments(self) -> tuple[Segment, ...]:
+        return schedule(self.spec, self.quench_rate_k_ps)
 
     @property
     def total_steps(self) -> int:
-        return self.melt_steps + self.quench_steps + self.anneal_steps
+        return self.segments[-1].end
 
-    def protocol(self) -> dict[str, Any]:
-        """Parameters outside the run key: they define the protocol record (content-hashed)."""
-        d = asdict(self)
-        for k in ("mlip", "x", "quench_rate_k_ps", "seed", "flush_every"):
-            d.pop(k)
-        for k in (
-            "elastic",
-            "elastic_strain",
-            "elastic_fmax",
-            "elastic_max_steps",
-            "elastic_relax_positions",
-        ):
-            d.pop(k)
-        d["thermostat"] = "langevin"
-        d["barostat"] = "berendsen"
-        d["ensemble"] = "NVT melt/quench, NPT anneal"
-        return d
+    @property
+    def flush_steps(self) -> int:
+        assert self.flush_every is not None  # set in __post_init__
+        return self.flush_every
+
+    def protocol_record(self) -> dict[str, Any]:
+        """The protocol record (content-hashed): the resolved protocol, not the run key."""
+        return self.spec.record()
+
+    def segment_at(self, step: int) -> Segment:
+        """The stage that computes ``step`` (steps start+1 .. end belong to a segment)."""
+        for seg in self.segments:
+            if step <= seg.end and seg.steps > 0:
+                return seg
+        return self.segments[-1]
 
     def stage_at(self, step: int) -> str:
-        if step <= self.melt_steps:
-            return "melt"
-        if step <= self.melt_steps + self.quench_steps:
-            return "quench"
-        return "anneal"
+        return self.segment_at(step).stage.name
 
     def target_temperature(self, step: int) -> float:
-        if step <= self.melt_steps:
-            return self.t_melt_k
-        q = step - self.melt_steps
-        if q <= self.quench_steps:
-            return self.t_melt_k + (self.t_final_k - self.t_melt_k) * q / self.quench_steps
-        return self.t_final_k
+        return self.segment_at(step).temperature_at(step)
+
+    def to_request(self) -> dict[str, Any]:
+        """JSON-ready parameters for another interpreter (the protocol resolved, as a mapping)."""
+        d = asdict(self)
+        d["protocol"] = self.spec.to_mapping()
+        for k in (*OVERRIDES, *PROTOCOL_FIELDS):
+            d[k] = None
+        return d
+
+    @classmethod
+    def from_request(cls, d: Mapping[str, Any]) -> MeltQuenchParams:
+        kw = dict(d)
+        proto = kw.pop("protocol")
+        if isinstance(proto, Mapping):
+            proto = protocol_from_mapping(proto, name=str(proto.get("name", "protocol")))
+        return cls(protocol=proto, **kw)
 
 
 @dataclass
@@ -178,7 +200,7 @@ def ensure_run(engine: Engine, params: MeltQuenchParams) -> tuple[int, Any]:
             cid = repos.composition_id(s, params.x)
         except ValueError as exc:
             raise BadInput(str(exc), field="x") from None
-        pid = repos.protocol_id(s, params.protocol())
+        pid = repos.protocol_id(s, params.protocol_record(), name=params.spec.name)
         assert mlip.id is not None
         rid = runs.ensure(
             s,
@@ -226,7 +248,7 @@ def run_meltquench(
         python = interpreter_for(mlip_record(engine, params.mlip), notify)
     if python is not None:
         request = {
-            "params": asdict(params),
+            "params": params.to_request(),
             "checkpoint_dir": str(checkpoint_dir.absolute()),
             "options": {
                 "progress": progress,
@@ -290,7 +312,7 @@ def serve_run(engine: Engine, request: dict[str, Any]) -> dict[str, Any]:
     """A delegated run, in the MLIP's interpreter (see ``runners/delegation.py``)."""
     outcome = run_meltquench(
         engine,
-        MeltQuenchParams(**request["params"]),
+        MeltQuenchParams.from_request(request["params"]),
         checkpoint_dir=Path(request["checkpoint_dir"]),
         delegate=False,
         **request["options"],
@@ -298,8 +320,11 @@ def serve_run(engine: Engine, request: dict[str, Any]) -> dict[str, Any]:
     return asdict(outcome)
 
 
-def build_calculator(mlip: Any, *, device: str | None = None) -> Calculator:
-    """The registered MLIP's calculator (model hash checked first) on ``device``.
+def build_calculator(
+    mlip: Any, *, device: str | None = None, dispersion: str | None = None
+) -> Calculator:
+    """The registered MLIP's calculator (model hash checked first) on ``device``, with the
+    dispersion correction of ``dispersion`` (None: as the MLIP is registered).
 
     ``device`` defaults to the GLASSBENCH_DEVICE setting (``cpu``).
     """
@@ -311,8 +336,11 @@ def build_calculator(mlip: Any, *, device: str | None = None) -> Calculator:
         mlip.model_path,
         expected_sha256=mlip.model_sha256,
         device=device or get_settings().device,
+        dispersion=effective_dispersion(mlip, dispersion),
+        functional=mlip.functional,
     )
 
 
-def describe_params(params: MeltQuenchParams) -> Mapping[str, Any]:
-    return {"family": FAMILY, **asdict(params)}
+def effective_dispersion(mlip: Any, dispersion: str | None) -> str:
+    """The protocol's dispersion when it names one, else the MLIP's registration."""
+    return dispersion if dispersion is not None else (mlip.dispersion or "none")

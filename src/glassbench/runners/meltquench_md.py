@@ -24,7 +24,13 @@ from glassbench.errors import BadInput
 from glassbench.ingest.properties import store_density
 from glassbench.progress import make_bar
 from glassbench.runners.checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
-from glassbench.runners.meltquench import MeltQuenchParams, RunOutcome, build_calculator
+from glassbench.runners.meltquench import (
+    MeltQuenchParams,
+    RunOutcome,
+    build_calculator,
+    effective_dispersion,
+)
+from glassbench.runners.protocol import Segment
 from glassbench.schema import RunStatus
 from glassbench.service import repos, runs, unit_of_work
 from glassbench.service.retry import retry_db
@@ -97,9 +103,6 @@ def simulate(
     progress: bool | None,
     on_flush: Callable[[int], None] | None,
 ) -> RunOutcome:
-    from ase import units
-    from ase.md.langevin import Langevin
-    from ase.md.nptberendsen import NPTBerendsen
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
     from ase.optimize import FIRE
 
@@ -107,11 +110,22 @@ def simulate(
     from glassbench.runners.calculators import package_versions
     from glassbench.runners.structure import random_glass
 
-    calc = calculator if calculator is not None else build_calculator(mlip)
+    spec = params.spec
+    dispersion = effective_dispersion(mlip, spec.dispersion)
+    if calculator is None:
+        calc = build_calculator(mlip, dispersion=spec.dispersion)
+    else:
+        from glassbench.runners.dispersion import DispersionCorrected, with_dispersion
+
+        # A given calculator is the bare MLIP (campaign workers share one per model): the run's
+        # dispersion goes on top, so the provenance below is true whoever built the model.
+        calc = calculator
+        if dispersion != "none" and not isinstance(calculator, DispersionCorrected):
+            calc = with_dispersion(calculator, dispersion, mlip.functional)
     rng = np.random.default_rng(params.seed)
     try:
         atoms = random_glass(
-            params.x, params.formula_units, params.seed, density_g_cm3=params.density_g_cm3
+            params.x, spec.formula_units, params.seed, density_g_cm3=spec.density_g_cm3
         )
     except ValueError as exc:
         raise BadInput(str(exc), field="x/formula_units") from None
@@ -122,16 +136,25 @@ def simulate(
     atoms.set_constraint(FixCom())
     mass_total = float(atoms.get_masses().sum())
     ckpt = checkpoint_path(checkpoint_dir, engine, run_id)
-    resumed = load_checkpoint(ckpt, atoms, rng)
-    runs.set_provenance(engine, run_id, n_atoms=len(atoms), software=package_versions(mlip.arch))
+    loaded = load_checkpoint(ckpt, atoms, rng)
+    resumed = None if loaded is None else loaded.step
+    software: dict[str, Any] = dict(package_versions(mlip.arch))
+    if dispersion != "none":
+        from glassbench.runners.dispersion import dispersion_provenance
+
+        prov = dispersion_provenance(dispersion, mlip.functional)
+        software.update(prov)
+    runs.set_provenance(engine, run_id, n_atoms=len(atoms), software=software)
+    segments = params.segments
     step = 0
-    if resumed is None:
+    if loaded is None:
         # A clean start discards rows of an earlier attempt that left no checkpoint.
         with unit_of_work(engine) as s:
             repos.clear_run_data(s, run_id)
-        if params.relax_steps > 0:
-            FIRE(atoms, logfile=None).run(fmax=0.5, steps=params.relax_steps)
-        MaxwellBoltzmannDistribution(atoms, temperature_K=params.t_melt_k, rng=rng)
+        if spec.relax_steps > 0:
+            FIRE(atoms, logfile=None).run(fmax=0.5, steps=spec.relax_steps)
+        t0 = segments[0].stage.t_start_k
+        MaxwellBoltzmannDistribution(atoms, temperature_K=t0, rng=rng)
         Stationary(atoms)
         initial = atoms.copy()
         with unit_of_work(engine) as s:
@@ -144,51 +167,37 @@ def simulate(
                 positions=initial.positions,
                 cell=np.asarray(initial.cell),
                 time_ps=0.0,
-                temperature_k=params.t_melt_k,
+                temperature_k=t0,
                 analysis=analyze_frame(
                     initial.numbers, initial.positions, np.asarray(initial.cell), initial.pbc
                 ),
                 pbc=initial.pbc,
             )
-            repos.insert_thermo(s, run_id, [_thermo_row(atoms, 0, params.timestep_fs, mass_total)])
+            repos.insert_thermo(s, run_id, [_thermo_row(atoms, 0, spec.timestep_fs, mass_total)])
     else:
-        step = resumed
+        step = loaded.step
         log.info("run %s resumes from step %s (%s)", run_id, step, ckpt)
 
-    dt = params.timestep_fs * units.fs
     total = params.total_steps
+    thermo_every, frame_every, flush_every = spec.thermo_every, spec.frame_every, params.flush_steps
     thermo_buf: list[dict[str, Any]] = []
     frame_buf: list[tuple[int, str, Any]] = []
     bar = _Progress(
-        total, step, params.timestep_fs, sys.stderr.isatty() if progress is None else progress
+        total, step, spec.timestep_fs, sys.stderr.isatty() if progress is None else progress
     )
-    langevin: Any = None
-    npt: Any = None
+    current: tuple[int, Any] | None = None  # (segment index, its dynamics)
 
-    def dynamics_for(stage: str) -> Any:
-        nonlocal langevin, npt
-        if stage in ("melt", "quench"):
-            if langevin is None:
-                langevin = Langevin(
-                    atoms,
-                    dt,
-                    temperature_K=params.t_melt_k,
-                    friction=params.friction_per_fs / units.fs,
-                    rng=rng,
-                    fixcm=False,
-                )
-            return langevin
-        if npt is None:
-            npt = NPTBerendsen(
-                atoms,
-                dt,
-                temperature_K=params.t_final_k,
-                pressure_au=params.pressure_gpa * units.GPa,
-                taut=params.taut_fs * units.fs,
-                taup=params.taup_fs * units.fs,
-                compressibility_au=params.compressibility_per_gpa / units.GPa,
-            )
-        return npt
+    def dynamics_for(seg: Segment) -> Any:
+        nonlocal current
+        if current is not None and current[0] == seg.index:
+            return current[1]
+        dyn = stage_dynamics(atoms, seg, spec.timestep_fs, rng)
+        # Resuming inside the stage whose integrator state the checkpoint holds: restore it, so
+        # Nose-Hoover and MTK variables continue exactly (a new stage starts them from rest).
+        if loaded is not None and loaded.stage_index == seg.index and step > seg.start:
+            set_dynamics_state(dyn, loaded.dynamics)
+        current = (seg.index, dyn)
+        return dyn
 
     def write_buffers() -> None:
         with unit_of_work(engine) as s:
@@ -204,7 +213,7 @@ def simulate(
                     positions=snap.positions,
                     cell=cell,
                     pbc=snap.pbc,
-                    time_ps=fstep * params.timestep_fs / 1000.0,
+                    time_ps=fstep * spec.timestep_fs / 1000.0,
                     temperature_k=params.target_temperature(fstep),
                     analysis=analyze_frame(snap.numbers, snap.positions, cell, snap.pbc),
                 )
@@ -218,34 +227,180 @@ def simulate(
         )
         thermo_buf.clear()
         frame_buf.clear()
-        save_checkpoint(ckpt, step=upto, atoms=atoms, rng=rng)
+        index, dyn = current if current is not None else (-1, None)
+        save_checkpoint(
+            ckpt,
+            step=upto,
+            atoms=atoms,
+            rng=rng,
+            stage_index=index,
+            dynamics=dynamics_state(dyn),
+        )
         if on_flush is not None:
             on_flush(upto)
 
     try:
         while step < total:
+            seg = params.segment_at(step + 1)
             # Advance to the next thermo point, never across a stage boundary.
-            nxt = min((step // params.thermo_every + 1) * params.thermo_every, total)
-            for boundary in (params.melt_steps, params.melt_steps + params.quench_steps):
-                if step < boundary < nxt:
-                    nxt = boundary
-            stage = params.stage_at(step + 1)
-            dyn = dynamics_for(stage)
-            if stage == "quench":
+            nxt = min((step // thermo_every + 1) * thermo_every, seg.end, total)
+            dyn = dynamics_for(seg)
+            if seg.stage.t_end_k is not None:
                 # Linear ramp: the target is updated every chunk (<= thermo_every steps).
-                dyn.set_temperature(temperature_K=params.target_temperature(nxt))
+                set_target_temperature(dyn, seg.temperature_at(nxt))
             dyn.run(nxt - step)
             step = nxt
-            if step % params.thermo_every == 0 or step == total:
-                thermo_buf.append(_thermo_row(atoms, step, params.timestep_fs, mass_total))
-            if step % params.frame_every == 0 and step < total:
+            if step % thermo_every == 0 or step == total:
+                thermo_buf.append(_thermo_row(atoms, step, spec.timestep_fs, mass_total))
+            if step % frame_every == 0 and step < total:
                 frame_buf.append((step, params.stage_at(step), atoms.copy()))
-            if step % params.flush_every == 0 or step == total:
+            if step % flush_every == 0 or step == total:
                 flush(step)
             bar.update(step, float(atoms.get_temperature()))
     finally:
         bar.close()
     return _finish(engine, params, run_id, atoms, calc, resumed)
+
+
+# --- integrators per stage ------------------------------------------------------------------
+
+
+def stage_dynamics(atoms: Atoms, seg: Segment, timestep_fs: float, rng: np.random.Generator) -> Any:
+    """The ASE integrator of one stage, starting at the stage's first target temperature.
+
+    Langevin and Berendsen stages keep the exact centre-of-mass constraint (FixCom); the
+    Nose-Hoover and MTK integrators keep their own positions and refuse constraints (they
+    conserve the zero total momentum the run starts with).
+    """
+    from ase import units
+    from ase.constraints import FixCom
+    from ase.md.langevin import Langevin
+    from ase.md.nose_hoover_chain import IsotropicMTKNPT, NoseHooverChainNVT
+    from ase.md.nptberendsen import NPTBerendsen
+
+    st = seg.stage
+    dt = timestep_fs * units.fs
+    t0 = seg.temperature_at(seg.start)
+    if st.thermostat in ("langevin", "berendsen"):
+        if not atoms.constraints:
+            atoms.set_constraint(FixCom())
+    else:
+        atoms.set_constraint()
+    if st.ensemble == "nvt" and st.thermostat == "langevin":
+        return Langevin(
+            atoms,
+            dt,
+            temperature_K=t0,
+            friction=st.friction_per_fs / units.fs,
+            rng=rng,
+            fixcm=False,
+        )
+    if st.ensemble == "nvt" and st.thermostat == "nose-hoover":
+        return NoseHooverChainNVT(atoms, dt, temperature_K=t0, tdamp=st.tdamp_fs * units.fs)
+    if st.ensemble == "nvt" and st.thermostat == "berendsen":
+        from ase.md.nvtberendsen import NVTBerendsen
+
+        return NVTBerendsen(atoms, dt, temperature_K=t0, taut=st.tdamp_fs * units.fs)
+    if st.barostat == "berendsen":
+        return NPTBerendsen(
+            atoms,
+            dt,
+            temperature_K=t0,
+            pressure_au=st.pressure_gpa * units.GPa,
+            taut=st.tdamp_fs * units.fs,
+            taup=st.pdamp_fs * units.fs,
+            compressibility_au=st.compressibility_per_gpa / units.GPa,
+        )
+    if st.barostat == "mtk":
+        return IsotropicMTKNPT(
+            atoms,
+            dt,
+            temperature_K=t0,
+            pressure_au=st.pressure_gpa * units.GPa,
+            tdamp=st.tdamp_fs * units.fs,
+            pdamp=st.pdamp_fs * units.fs,
+        )
+    raise BadInput(f"no integrator for {st.describe()}", field="protocol")
+
+
+def set_target_temperature(dyn: Any, temperature_k: float) -> None:
+    """Move the target of a ramp. Nose-Hoover/MTK masses follow the target temperature, as
+    LAMMPS's fix nvt/npt recompute theirs from ``t_target`` every step."""
+    from ase import units
+
+    thermostat = getattr(dyn, "_thermostat", None)
+    if thermostat is None:
+        dyn.set_temperature(temperature_K=temperature_k)
+        return
+    kt = units.kB * temperature_k
+    thermostat._kT = kt
+    tdamp = thermostat._tdamp
+    thermostat._Q[0] = 3 * thermostat._num_atoms_global * kt * tdamp**2
+    thermostat._Q[1:] = kt * tdamp**2
+    barostat = getattr(dyn, "_barostat", None)
+    if barostat is not None:
+        pdamp = barostat._pdamp
+        barostat._kT = kt
+        barostat._W = (3 * barostat._num_atoms_global + 3) * kt * pdamp**2
+        barostat._R[0] = 9 * kt * pdamp**2
+        barostat._R[1:] = kt * pdamp**2
+        dyn._kT = kt
+        dyn._temperature_K = temperature_k
+
+
+# Integrator variables beyond positions, momenta and cell (which the checkpoint holds anyway).
+_STATE = {
+    "thermostat": ("_eta", "_p_eta"),
+    "barostat": ("_xi", "_p_xi"),
+    "dyn": ("_eps", "_p_eps", "_volume0", "_cell0"),
+}
+
+
+def _owners(dyn: Any) -> dict[str, Any]:
+    return {
+        "thermostat": getattr(dyn, "_thermostat", None),
+        "barostat": getattr(dyn, "_barostat", None),
+        "dyn": dyn,
+    }
+
+
+def dynamics_state(dyn: Any) -> dict[str, np.ndarray]:
+    """The extended-system variables of a Nose-Hoover or MTK integrator (empty for others)."""
+    out: dict[str, np.ndarray] = {}
+    if dyn is None:
+        return out
+    owners = _owners(dyn)
+    for part, names in _STATE.items():
+        obj = owners[part]
+        if obj is None:
+            continue
+        for name in names:
+            if hasattr(obj, name):
+                out[f"{part}.{name}"] = np.array(getattr(obj, name), dtype=float)
+    return out
+
+
+def set_dynamics_state(dyn: Any, state: dict[str, np.ndarray]) -> None:
+    owners = _owners(dyn)
+    for key, value in state.items():
+        part, name = key.split(".", 1)
+        obj = owners.get(part)
+        if obj is None or not hasattr(obj, name):
+            continue
+        current = getattr(obj, name)
+        setattr(obj, name, float(value) if np.ndim(current) == 0 else np.array(value))
+
+
+def window_start(params: MeltQuenchParams) -> tuple[int, str]:
+    """First step of the averaging window and its description.
+
+    A ``production`` stage is a window as a whole; any other last stage (the default
+    protocol's NPT anneal) is half equilibration, so its second half is the window.
+    """
+    last = params.segments[-1]
+    if last.stage.name == "production":
+        return last.start + 1, "the production stage"
+    return last.start + last.steps // 2 + 1, f"the last half of the {last.stage.name} stage"
 
 
 def _finish(
@@ -257,13 +412,18 @@ def _finish(
     resumed: int | None,
 ) -> RunOutcome:
     from glassbench.analysis import analyze_frame
+    from glassbench.ingest.window import store_window_stats
 
+    spec = params.spec
     props: dict[str, float] = {}
 
     elastic: Any = None
     if params.elastic:
-        from glassbench.runners.elastic import elastic_moduli
+        from glassbench.runners.elastic import ElasticMD, elastic_moduli
 
+        md = None
+        if params.elastic_temperature_k is not None:
+            md = ElasticMD(temperature_k=params.elastic_temperature_k, seed=params.seed)
         elastic = elastic_moduli(
             atoms.copy(),
             calc,
@@ -271,9 +431,14 @@ def _finish(
             fmax=params.elastic_fmax,
             max_steps=params.elastic_max_steps,
             relax_positions=params.elastic_relax_positions,
+            relax_cell=params.elastic_relax_cell,
+            pressure_gpa=spec.stages[-1].pressure_gpa,
+            md=md,
         )
     final = atoms.copy()
     cell = np.asarray(final.cell)
+    total = params.total_steps
+    step_from, window = window_start(params)
 
     def write_final() -> None:
         with unit_of_work(engine) as s:
@@ -281,23 +446,17 @@ def _finish(
                 s,
                 run_id,
                 stage="final",
-                step=params.total_steps,
+                step=total,
                 numbers=final.numbers,
                 positions=final.positions,
                 cell=cell,
                 pbc=final.pbc,
-                time_ps=params.total_steps * params.timestep_fs / 1000.0,
-                temperature_k=params.t_final_k,
+                time_ps=total * spec.timestep_fs / 1000.0,
+                temperature_k=spec.stages[-1].t_final_k,
                 analysis=analyze_frame(final.numbers, final.positions, cell, final.pbc),
             )
-            anneal_start = params.melt_steps + params.quench_steps
-            est = store_density(
-                s,
-                run_id,
-                step_from=anneal_start + params.anneal_steps // 2 + 1,
-                window="the last half of the NPT anneal",
-            )
-            if est is None:  # no anneal: the density of the final structure
+            est = store_density(s, run_id, step_from=step_from, window=window)
+            if est is None:  # a last stage too short for thermo rows: the final structure
                 value = mass_density_g_cm3(float(final.get_masses().sum()), final.get_volume())
                 repos.set_property(
                     s, run_id, "density_g_cm3", value, method="density of the final structure"
@@ -305,10 +464,17 @@ def _finish(
                 props["density_g_cm3"] = value
             else:
                 props["density_g_cm3"] = est.value
+            store_window_stats(
+                s,
+                run_id,
+                stages=(spec.window_stage,),
+                step_from=step_from,
+                block_frames=spec.block_frames,
+            )
             if elastic is not None:
                 method = elastic.method
                 if params.elastic_relax_positions and not elastic.converged:
-                    method += " (position relaxation NOT converged)"
+                    method += " (relaxation NOT converged)"
                 for name, (value, err) in elastic.moduli().items():
                     props[name] = value
                     repos.set_property(
@@ -317,6 +483,4 @@ def _finish(
             runs.finish(s, run_id)
 
     retry_db(write_final, url=_url(engine), what=f"run {run_id}: final frame", log=log)
-    return RunOutcome(
-        run_id, RunStatus.DONE, params.total_steps, 0.0, resumed_from=resumed, properties=props
-    )
+    return RunOutcome(run_id, RunStatus.DONE, total, 0.0, resumed_from=resumed, properties=props)

@@ -75,6 +75,11 @@ def register_mlip(
         )
     if dispersion not in ("none", "d3"):
         raise BadInput(f"must be 'none' or 'd3', not {dispersion!r}", field="dispersion")
+    if dispersion == "d3":
+        from glassbench.runners.dispersion import d3_parameter_set
+
+        # Refused now, not at the first run: D3 parameters are those of the training functional.
+        d3_parameter_set(functional)
     model_sha = None
     if arch in PRETRAINED:
         default, allowed = PRETRAINED[arch]

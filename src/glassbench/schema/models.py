@@ -43,7 +43,9 @@ class RunStatus(StrEnum):
 
 RUN_STATUS = tuple(s.value for s in RunStatus)
 RUN_SOURCE = ("runner", "lammps", "extxyz", "traj", "synthetic")
-FRAME_STAGES = ("initial", "melt", "quench", "anneal", "final", "strain", "other")
+FRAME_STAGES = (
+    "initial", "melt", "quench", "anneal", "production", "final", "strain", "other",
+)  # fmt: skip
 
 # Property names shared by `property`, `experiment` and the `mlip_mae` view.
 RUN_PROPERTIES = (
@@ -78,6 +80,43 @@ SPECIATION_UNITS = (
     "BS", "NBS", "BO", "NBO", "free_S", "free_O", "over_S", "over_O",
     "S_in_chains", "n_P", "n_S", "n_O", "n_Na",
 )  # fmt: skip
+
+# Unit fractions of a frame: column -> (numerator units, denominator), the denominator being
+# the sum over P_CLASSES ("n_p") or over ANION_CLASSES ("n_anion"); NULL when it is 0. The one
+# definition behind the views (schema/views.py) and the window averages (ingest/window.py).
+P_CLASSES = ("P0", "P1", "P2", "P3", "P4", "P1P", "P3c", "P_other")
+ANION_CLASSES = ("BS", "NBS", "BO", "NBO", "free_S", "free_O", "over_S", "over_O")
+SPECIATION_FRACTIONS: dict[str, tuple[tuple[str, ...], str]] = {
+    "p0": (("P0",), "n_p"),
+    "p1": (("P1",), "n_p"),
+    "p2": (("P2",), "n_p"),
+    "p3": (("P3",), "n_p"),
+    "p4": (("P4",), "n_p"),
+    "p1p": (("P1P",), "n_p"),
+    "p1_incl_p1p": (("P1", "P1P"), "n_p"),
+    "p3c": (("P3c",), "n_p"),
+    "p_other": (("P_other",), "n_p"),
+    "p2es": (("P2ES",), "n_p"),
+    "ppchain": (("PPchain",), "n_p"),
+    "bs": (("BS",), "n_anion"),
+    "nbs": (("NBS",), "n_anion"),
+    "bo": (("BO",), "n_anion"),
+    "nbo": (("NBO",), "n_anion"),
+    "free_s": (("free_S",), "n_anion"),
+    "free_o": (("free_O",), "n_anion"),
+    "over_s": (("over_S",), "n_anion"),
+    "over_o": (("over_O",), "n_anion"),
+}
+# View column -> `coordination` column, for the per-frame coordination and S-S quantities.
+COORDINATION_COLUMNS: dict[str, str] = {
+    "na_cn": "na_cn_mean",
+    "na_cn_s": "na_cn_s_mean",
+    "na_cn_o": "na_cn_o_mean",
+    "ss_fraction": "ss_fraction",
+    "ss_mean_length": "ss_mean_length",
+}
+# Per-frame quantities averaged over a run's production window (`window_stat`).
+WINDOW_QUANTITIES = (*SPECIATION_FRACTIONS, *COORDINATION_COLUMNS)
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -137,7 +176,8 @@ class Composition(SQLModel, table=True):
 
 
 class Protocol(SQLModel, table=True):
-    """MD parameters outside the run key, identified by a content hash of all of them."""
+    """MD parameters outside the run key, identified by a content hash of all of them (the
+    human ``name`` is a label beside them, not part of the hash)."""
 
     __tablename__ = "protocol"
     __table_args__ = (sa.UniqueConstraint("content_hash"),)
@@ -151,6 +191,13 @@ class Protocol(SQLModel, table=True):
     anneal_ps: float | None = Field(default=None, description="Anneal duration in ps.")
     timestep_fs: float | None = Field(default=None, description="MD timestep in fs.")
     params_json: str = Field(description="All parameters as sorted-key JSON.")
+    # Last, where migration 0002 added it: a database built from the models and a migrated
+    # one then list the same columns in the same order.
+    name: str | None = Field(
+        default=None,
+        max_length=64,
+        description="Human name ('study', 'default', a protocol file's stem); not hashed.",
+    )
 
 
 class Run(SQLModel, table=True):
@@ -269,6 +316,32 @@ class Property(SQLModel, table=True):
     details_json: str | None = Field(default=None)
 
 
+class WindowStat(SQLModel, table=True):
+    """A per-frame quantity averaged over a run's production window.
+
+    ``mean`` is over the ``n_frames`` window frames where the quantity is defined;
+    ``stderr`` is the standard error from ``n_blocks`` consecutive blocks of ``block_frames``
+    frames (NULL with fewer than two blocks). Written by
+    :func:`glassbench.ingest.window.store_window_stats`.
+    """
+
+    __tablename__ = "window_stat"
+    __table_args__ = (
+        sa.UniqueConstraint("run_id", "quantity"),
+        sa.CheckConstraint(_in("quantity", WINDOW_QUANTITIES), name="quantity"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="run.id", index=True)
+    quantity: str = Field(max_length=32, description="A view column: p0, ..., na_cn, ...")
+    mean: float
+    stderr: float | None = Field(default=None, description="Block-average standard error.")
+    n_frames: int = Field(description="Window frames in which the quantity is defined.")
+    n_blocks: int = Field(description="Full blocks behind the stderr.")
+    block_frames: int = Field(description="Frames per block.")
+    step_from: int = Field(description="Step of the first frame averaged.")
+    step_to: int = Field(description="Step of the last frame averaged.")
+
+
 class Experiment(SQLModel, table=True):
     """Reference values from the literature, per (composition or crystal, property, source).
 
@@ -323,5 +396,5 @@ class Report(SQLModel, table=True):
 
 TABLES = (
     MLIP, Composition, Protocol, Run, Frame, Thermo, Speciation, Coordination,
-    Property, Experiment, CrystalVolume, Report,
+    Property, WindowStat, Experiment, CrystalVolume, Report,
 )  # fmt: skip

@@ -1,14 +1,21 @@
 """SQL views: the documented surface for ad hoc queries.
 
 The SQL is portable between SQLite and PostgreSQL (window functions, CASE, CTEs only).
-Each released set of views is frozen under a version name (``VIEWS_V1`` ...) because
-migrations import it: a later change adds ``VIEWS_V2`` and a migration that swaps them.
+Each released set of views is frozen under a version name because migrations import it:
+``VIEWS_V1`` lives, self-contained, in :mod:`glassbench.schema.views_v1`; ``VIEWS_V2`` is
+built here from the current vocabulary and is frozen in turn once a ``VIEWS_V3`` appears.
 
 - ``run_final_frame``: the frame that stands for a run's final structure (stage ``final``
   if present, otherwise the last non-strain frame).
 - ``frame_fractions``: unit fractions per analysed frame (P units over all P, anion classes
   over all S+O).
-- ``run_detail``: one row per run with keys, properties and final-frame structure.
+- ``run_detail``: one row per run with keys, the protocol's name, properties and structure.
+  A run with window statistics (``window_stat``, written at the end of a run by
+  :func:`glassbench.ingest.window.store_window_stats`) shows the window means under the
+  quantity's column (``p0``, ..., ``na_cn``, ``ss_mean_length``), their block-average standard
+  errors as ``<q>_stderr`` and the number of window frames as ``window_frames``; a run without
+  any (ingested, or finished before windows existed) shows its final-frame values there, with
+  NULL errors. ``<q>_final`` is always the final frame's value.
 - ``run_summary``: the contract subset of ``run_detail`` (docs/architecture.md, "Views").
 - ``run_value``: long format (run, property, value) of every comparable quantity of done runs.
 - ``mlip_mae``: one row per MLIP x property: n, MAE and mean signed error against experiment,
@@ -17,33 +24,28 @@ migrations import it: a later change adds ``VIEWS_V2`` and a migration that swap
 
 from __future__ import annotations
 
-from glassbench.schema.models import FRACTION_PROPERTIES, RUN_PROPERTIES
+from glassbench.schema.models import (
+    ANION_CLASSES,
+    COORDINATION_COLUMNS,
+    FRACTION_PROPERTIES,
+    P_CLASSES,
+    RUN_PROPERTIES,
+    SPECIATION_FRACTIONS,
+    WINDOW_QUANTITIES,
+)
+from glassbench.schema.views_v1 import VIEWS_V1
 
-_P_CLASSES = ("P0", "P1", "P2", "P3", "P4", "P1P", "P3c", "P_other")
-_ANIONS = ("BS", "NBS", "BO", "NBO", "free_S", "free_O", "over_S", "over_O")
+__all__ = [
+    "CURRENT_VIEWS",
+    "MLIP_MAE_COLUMNS",
+    "RUN_SUMMARY_COLUMNS",
+    "VIEWS_V1",
+    "VIEWS_V2",
+    "create_views_sql",
+    "drop_views_sql",
+]
 
-# fraction column -> (numerator units, denominator)
-_FRACTIONS: dict[str, tuple[tuple[str, ...], str]] = {
-    "p0": (("P0",), "n_p"),
-    "p1": (("P1",), "n_p"),
-    "p2": (("P2",), "n_p"),
-    "p3": (("P3",), "n_p"),
-    "p4": (("P4",), "n_p"),
-    "p1p": (("P1P",), "n_p"),
-    "p1_incl_p1p": (("P1", "P1P"), "n_p"),
-    "p3c": (("P3c",), "n_p"),
-    "p_other": (("P_other",), "n_p"),
-    "p2es": (("P2ES",), "n_p"),
-    "ppchain": (("PPchain",), "n_p"),
-    "bs": (("BS",), "n_anion"),
-    "nbs": (("NBS",), "n_anion"),
-    "bo": (("BO",), "n_anion"),
-    "nbo": (("NBO",), "n_anion"),
-    "free_s": (("free_S",), "n_anion"),
-    "free_o": (("free_O",), "n_anion"),
-    "over_s": (("over_S",), "n_anion"),
-    "over_o": (("over_O",), "n_anion"),
-}
+_FRACTIONS = SPECIATION_FRACTIONS
 
 
 def _count(units: tuple[str, ...]) -> str:
@@ -53,12 +55,12 @@ def _count(units: tuple[str, ...]) -> str:
 
 def _fraction_columns() -> list[str]:
     cols = [
-        f"{_count(_P_CLASSES)} AS n_p",
-        f"{_count(_ANIONS)} AS n_anion",
+        f"{_count(P_CLASSES)} AS n_p",
+        f"{_count(ANION_CLASSES)} AS n_anion",
         f"{_count(('S_in_chains',))} AS s_in_chains",
     ]
     for name, (units, denom) in _FRACTIONS.items():
-        total = _count(_P_CLASSES) if denom == "n_p" else _count(_ANIONS)
+        total = _count(P_CLASSES) if denom == "n_p" else _count(ANION_CLASSES)
         cols.append(f"CAST({_count(units)} AS DOUBLE PRECISION) / NULLIF({total}, 0) AS {name}")
     return cols
 
@@ -91,6 +93,26 @@ SELECT run_id, frame_id FROM (
 WHERE rn = 1
 """
 
+# The final frame's value of each windowed quantity, as an expression of run_detail's joins.
+_FINAL_VALUE = {
+    **{q: f"ff.{q}" for q in _FRACTIONS},
+    **{q: f"co.{col}" for q, col in COORDINATION_COLUMNS.items()},
+}
+# A protocol stored without a name is shown by its kind and the start of its content hash:
+# stable across databases (an id is not) and distinct for distinct parameters.
+_PROTOCOL_NAME = "COALESCE(pt.name, pt.kind || ' ' || SUBSTR(pt.content_hash, 1, 8))"
+
+
+def _window_sql() -> str:
+    cols = ",\n    ".join(
+        f"MAX(CASE WHEN w.quantity = '{q}' THEN w.mean END) AS {q}, "
+        f"MAX(CASE WHEN w.quantity = '{q}' THEN w.stderr END) AS {q}_stderr"
+        for q in WINDOW_QUANTITIES
+    )
+    return f"""SELECT w.run_id AS run_id, MAX(w.n_frames) AS window_frames,
+    {cols}
+  FROM window_stat w GROUP BY w.run_id"""
+
 
 def _run_detail_sql() -> str:
     props = ",\n    ".join(
@@ -99,19 +121,30 @@ def _run_detail_sql() -> str:
         for n in RUN_PROPERTIES
     )
     prop_cols = ", ".join(f"pr.{n}, pr.{n}_stderr" for n in RUN_PROPERTIES)
-    frac_cols = ", ".join(f"ff.{name}" for name in _FRACTIONS)
+    # Keyed on whether the run has a window at all, not per quantity (no COALESCE): one row
+    # never mixes window means with final-frame values, and a quantity undefined over the
+    # whole window stays NULL instead of silently taking the final frame's value.
+    value_cols = ",\n  ".join(
+        f"CASE WHEN ws.run_id IS NULL THEN {final} ELSE ws.{q} END AS {q}"
+        for q, final in _FINAL_VALUE.items()
+    )
+    stderr_cols = ", ".join(f"ws.{q}_stderr AS {q}_stderr" for q in WINDOW_QUANTITIES)
+    final_cols = ", ".join(f"{final} AS {q}_final" for q, final in _FINAL_VALUE.items())
     return f"""
 SELECT r.id AS run_id, m.name AS mlip, m.arch AS arch, c.family AS family, c.x AS x,
   r.quench_rate_k_ps AS quench_rate_k_ps, r.seed AS seed, r.protocol_id AS protocol_id,
+  {_PROTOCOL_NAME} AS protocol,
   r.status AS status, r.source AS source, r.n_atoms AS n_atoms, r.mlip_id AS mlip_id,
   r.composition_id AS composition_id, rf.frame_id AS final_frame_id,
   {prop_cols},
-  {frac_cols},
-  co.na_cn_mean AS na_cn, co.na_cn_s_mean AS na_cn_s, co.na_cn_o_mean AS na_cn_o,
-  co.ss_fraction AS ss_fraction, co.ss_mean_length AS ss_mean_length
+  {value_cols},
+  ws.window_frames AS window_frames,
+  {stderr_cols},
+  {final_cols}
 FROM run r
 JOIN mlip m ON m.id = r.mlip_id
 JOIN composition c ON c.id = r.composition_id
+JOIN protocol pt ON pt.id = r.protocol_id
 LEFT JOIN (
   SELECT p.run_id AS run_id,
     {props}
@@ -122,18 +155,22 @@ LEFT JOIN (
   {_final_fractions_sql()}
 ) ff ON ff.run_id = r.id
 LEFT JOIN coordination co ON co.frame_id = rf.frame_id
+LEFT JOIN (
+  {_window_sql()}
+) ws ON ws.run_id = r.id
 """
 
 
 RUN_SUMMARY_COLUMNS = (
-    "mlip", "x", "quench_rate_k_ps", "seed", "status", "n_atoms", "density_g_cm3",
+    "mlip", "x", "quench_rate_k_ps", "seed", "protocol", "status", "n_atoms", "density_g_cm3",
     "bulk_modulus_gpa", "young_modulus_gpa", "shear_modulus_gpa", "p0", "p1", "p2", "p1p",
     "p3c", "p2es", "bs", "nbs", "bo", "nbo", "na_cn",
 )  # fmt: skip
 
 MLIP_MAE_COLUMNS = ("mlip", "property", "n", "mae", "mean_error")
 
-# Quantities of a run that can be compared with experiment (fractions come from the final frame).
+# Quantities of a run that can be compared with experiment: run_detail's values, so window
+# means where the run has a window, final-frame values otherwise.
 _VALUE_COLUMNS = (*RUN_PROPERTIES, *FRACTION_PROPERTIES, "na_cn")
 
 
@@ -193,8 +230,8 @@ def _summary_sql() -> str:
     return "SELECT " + ", ".join(RUN_SUMMARY_COLUMNS) + " FROM run_detail"
 
 
-# Frozen: migrations import this; never edit a released version, add VIEWS_V2 instead.
-VIEWS_V1: tuple[tuple[str, str], ...] = (
+# Frozen once a later version exists: migration 0002 imports it.
+VIEWS_V2: tuple[tuple[str, str], ...] = (
     ("run_final_frame", _RUN_FINAL_FRAME),
     ("frame_fractions", _frame_fractions_sql()),
     ("run_detail", _run_detail_sql()),
@@ -203,7 +240,7 @@ VIEWS_V1: tuple[tuple[str, str], ...] = (
     ("mlip_mae", _MLIP_MAE),
 )
 
-CURRENT_VIEWS = VIEWS_V1
+CURRENT_VIEWS = VIEWS_V2
 
 
 def create_views_sql(views: tuple[tuple[str, str], ...] = CURRENT_VIEWS) -> list[str]:

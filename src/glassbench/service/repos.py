@@ -31,6 +31,7 @@ from glassbench.schema import (
     Thermo,
     pack_array,
 )
+from glassbench.schema.models import WindowStat
 
 if TYPE_CHECKING:
     from glassbench.analysis import FrameAnalysis
@@ -46,6 +47,11 @@ THERMO_COLUMNS = (
     "volume_a3",
     "density_g_cm3",
 )
+
+
+# The per-run tables that clear_run_data empties besides frames and their analyses: one list,
+# which a new per-run table joins (and which a test writing at an older revision can trim).
+RUN_DATA_TABLES: tuple[type[SQLModel], ...] = (Thermo, Property, WindowStat)
 
 
 class NotFound(LookupError):
@@ -154,7 +160,29 @@ def composition_id(session: Session, x: float, family: str = FAMILY) -> int:
     )
 
 
-def protocol_id(session: Session, params: Mapping[str, Any], *, kind: str = "meltquench") -> int:
+_PROTOCOL_NAME_LENGTH: int = Protocol.__table__.c.name.type.length  # type: ignore[attr-defined]
+
+
+def protocol_id(
+    session: Session,
+    params: Mapping[str, Any],
+    *,
+    kind: str = "meltquench",
+    name: str | None = None,
+) -> int:
+    """The id of the protocol with these parameters, stored if new.
+
+    The identity is the content hash of ``kind`` and ``params`` only: ``name`` is a label (a
+    preset such as ``study``, or a protocol file's stem), and two files with the same stages
+    under different names describe the same simulation, whose runs must share one key. The
+    first name stored wins; a protocol stored without one takes the first name given later.
+    Raises ValueError for a name longer than the column (64 characters).
+    """
+    if name is not None and len(name) > _PROTOCOL_NAME_LENGTH:
+        # SQLite would store it whole and PostgreSQL refuse it: refuse on both.
+        raise ValueError(
+            f"protocol name {name[:20]!r}... is longer than {_PROTOCOL_NAME_LENGTH} characters"
+        )
     full = {"kind": kind, **params}
     cols = {
         c: full.get(c)
@@ -166,17 +194,27 @@ def protocol_id(session: Session, params: Mapping[str, Any], *, kind: str = "mel
         "params_json": canonical_json(full),
         **cols,
     }
-    return upsert(session, Protocol, values, key=("content_hash",))
+    if name is None:
+        # Leaves the column out of the statement, so that a nameless write also works on a
+        # database still at a revision without it.
+        return upsert(session, Protocol, values, key=("content_hash",))
+    table: sa.Table = Protocol.__table__  # type: ignore[attr-defined]
+    stmt = _insert(session, Protocol).values(**values, name=name)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["content_hash"],
+        set_={"name": sa.func.coalesce(table.c.name, stmt.excluded.name)},
+    ).returning(table.c.id)
+    return int(session.execute(stmt).scalar_one())
 
 
 def clear_run_data(session: Session, run_id: int) -> None:
-    """Delete everything stored under a run (frames, analyses, thermo, properties)."""
+    """Delete everything stored under a run (frames, analyses, thermo, properties, windows)."""
     frame_ids = select(Frame.id).where(Frame.run_id == run_id)
     session.execute(sa.delete(Speciation).where(Speciation.frame_id.in_(frame_ids)))  # type: ignore[attr-defined]
     session.execute(sa.delete(Coordination).where(Coordination.frame_id.in_(frame_ids)))  # type: ignore[attr-defined]
     session.execute(sa.delete(Frame).where(Frame.run_id == run_id))  # type: ignore[arg-type]
-    session.execute(sa.delete(Thermo).where(Thermo.run_id == run_id))  # type: ignore[arg-type]
-    session.execute(sa.delete(Property).where(Property.run_id == run_id))  # type: ignore[arg-type]
+    for table in RUN_DATA_TABLES:
+        session.execute(sa.delete(table).where(table.run_id == run_id))  # type: ignore[attr-defined]
 
 
 # --- bulk data --------------------------------------------------------------------------

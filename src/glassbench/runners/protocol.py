@@ -1,0 +1,573 @@
+"""Melt-quench protocols as ordered stages: presets, TOML files, overrides, the hashed record.
+
+A :class:`Protocol` is what a run does between its random start and its final frame: the cell
+size, the MD timestep and output intervals, the dispersion correction (when the protocol, not
+the MLIP's registration, decides it) and a list of :class:`Stage` (melt, quench, anneal,
+production), each with its ensemble, thermostat, barostat, temperatures and duration. The
+quench stage's duration is the one thing taken from the run key: ``(t_start - t_end) / rate``.
+
+Named presets (``default``, ``study``) and TOML files (``--protocol FILE``; the same tables in a
+campaign spec) resolve to one record; the run options of ``glassbench run meltquench``
+(``--melt-ps``, ``--t-final``, ...) override the matching stage fields (:data:`OVERRIDES`).
+The record that identifies the protocol in the database is :meth:`Protocol.record`: every
+field, stages included, content-hashed; the name travels beside it, outside the hash, so two
+files with the same stages are the same protocol. See docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from glassbench.errors import BadInput
+
+STAGE_NAMES = ("melt", "quench", "anneal", "production")
+ENSEMBLES = ("nvt", "npt")
+THERMOSTATS = ("langevin", "nose-hoover", "berendsen")
+BAROSTATS = ("mtk", "berendsen")
+DISPERSIONS = ("none", "d3")
+
+# The documented time constants (docs/protocol.md): ASE's docstrings of NoseHooverChainNVT and
+# IsotropicMTKNPT suggest ~100 and ~1000 timesteps for tdamp and pdamp.
+TDAMP_FS = 100.0
+PDAMP_FS = 1000.0
+FRICTION_PER_FS = 0.01
+COMPRESSIBILITY_PER_GPA = 0.05
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage: ``t_end_k`` None means constant temperature; ``duration_ps`` None only for
+    the quench, whose duration comes from the run's quench rate."""
+
+    name: str
+    ensemble: str = "nvt"
+    thermostat: str = "langevin"
+    barostat: str | None = None
+    t_start_k: float = 300.0
+    t_end_k: float | None = None
+    duration_ps: float | None = None
+    pressure_gpa: float = 0.0
+    tdamp_fs: float = TDAMP_FS
+    pdamp_fs: float = PDAMP_FS
+    friction_per_fs: float = FRICTION_PER_FS
+    compressibility_per_gpa: float = COMPRESSIBILITY_PER_GPA
+
+    @property
+    def t_final_k(self) -> float:
+        return self.t_start_k if self.t_end_k is None else self.t_end_k
+
+    def duration(self, quench_rate_k_ps: float) -> float:
+        """Duration in ps; the quench's follows from the rate."""
+        if self.duration_ps is not None:
+            return self.duration_ps
+        return abs(self.t_start_k - self.t_final_k) / quench_rate_k_ps
+
+    def temperature_at(self, fraction: float) -> float:
+        """Target temperature a ``fraction`` (0..1) of the way through the stage (linear)."""
+        return self.t_start_k + (self.t_final_k - self.t_start_k) * fraction
+
+    def describe(self) -> str:
+        t = f"{self.t_start_k:g} K" + ("" if self.t_end_k is None else f" -> {self.t_end_k:g} K")
+        dur = "at the run's rate" if self.duration_ps is None else f"{self.duration_ps:g} ps"
+        bath = f"{self.thermostat} (tdamp {self.tdamp_fs:g} fs)"
+        if self.thermostat == "langevin":
+            bath = f"langevin (friction {self.friction_per_fs:g}/fs)"
+        baro = ""
+        if self.ensemble == "npt":
+            baro = f", {self.barostat} barostat at {self.pressure_gpa:g} GPa"
+            baro += f" (pdamp {self.pdamp_fs:g} fs)"
+            if self.barostat == "berendsen":
+                baro += f", compressibility {self.compressibility_per_gpa:g}/GPa"
+        return f"{self.name:<10} {self.ensemble.upper()} {t}, {dur}, {bath}{baro}"
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A full protocol. ``dispersion`` None: as the MLIP is registered."""
+
+    name: str
+    stages: tuple[Stage, ...]
+    formula_units: int = 8
+    timestep_fs: float = 1.0
+    thermo_every: int = 10
+    frame_every: int = 100
+    relax_steps: int = 100
+    density_g_cm3: float | None = None
+    dispersion: str | None = None
+    block_frames: int = 5
+    notes: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    # --- identity ---------------------------------------------------------------------------
+
+    def record(self) -> dict[str, Any]:
+        """The hashed record: every field but the name and notes (same stages, same protocol).
+
+        The summary keys (``t_melt_k``, ``melt_ps``, ``t_final_k``, ``anneal_ps``) repeat stage
+        values so the protocol table's columns can be queried without parsing JSON.
+        """
+        d = asdict(self)
+        d.pop("name")
+        d.pop("notes")
+        d["stages"] = [asdict(s) for s in self.stages]
+        melt = self.stage("melt")
+        anneal = self.stage("anneal")
+        d["t_melt_k"] = self.stages[0].t_start_k
+        d["melt_ps"] = melt.duration_ps if melt is not None else 0.0
+        d["t_final_k"] = self.stages[-1].t_final_k
+        d["anneal_ps"] = anneal.duration_ps if anneal is not None else 0.0
+        return d
+
+    def stage(self, name: str) -> Stage | None:
+        return next((s for s in self.stages if s.name == name), None)
+
+    @property
+    def window_stage(self) -> str:
+        """Observables are averaged over the frames of the last stage (the production window)."""
+        return self.stages[-1].name
+
+    def describe(self) -> str:
+        """What ``glassbench protocol show`` prints."""
+        disp = "as the MLIP is registered" if self.dispersion is None else self.dispersion
+        density = "estimated from x" if self.density_g_cm3 is None else f"{self.density_g_cm3:g}"
+        lines = [
+            f"protocol {self.name}",
+            f"  cell          {self.formula_units} formula units, initial density {density}"
+            f" g/cm3, {self.relax_steps} FIRE steps on the random start",
+            f"  MD            timestep {self.timestep_fs:g} fs, thermo every {self.thermo_every},"
+            f" frames every {self.frame_every} steps",
+            f"  dispersion    {disp}",
+            f"  window        frames of the last stage ({self.window_stage}) and the final"
+            f" frame, blocks of {self.block_frames} frames",
+            "  stages",
+            *(f"    {i + 1}. {s.describe()}" for i, s in enumerate(self.stages)),
+        ]
+        if self.notes:
+            lines.append(f"  notes         {self.notes}")
+        return "\n".join(lines)
+
+    def to_mapping(self) -> dict[str, Any]:
+        """The TOML-shaped mapping that :func:`protocol_from_mapping` reads back identically."""
+        out: dict[str, Any] = {}
+        for k, v in asdict(self).items():
+            if k == "stages" or v is None or (k == "notes" and not v):
+                continue
+            out[k] = v
+        out["stage"] = [{k: v for k, v in asdict(s).items() if v is not None} for s in self.stages]
+        return out
+
+    def to_toml(self) -> str:
+        """The protocol as a TOML file that :func:`load_protocol_file` reads back identically."""
+        m = self.to_mapping()
+        out = [f"{k} = {_toml(v)}" for k, v in m.items() if k != "stage"]
+        for st in m["stage"]:
+            out.append("\n[[stage]]")
+            out.extend(f"{k} = {_toml(v)}" for k, v in st.items())
+        return "\n".join(out) + "\n"
+
+
+def _toml(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
+# --- validation -----------------------------------------------------------------------------
+
+
+def validate(p: Protocol) -> None:
+    """Refuse a protocol that cannot run; BadInput names the field (``stage[2].barostat``)."""
+
+    def bad(fieldname: str, msg: str) -> BadInput:
+        return BadInput(msg, field=fieldname)
+
+    if not p.stages:
+        raise bad("stages", "a protocol needs at least one stage")
+    for i, s in enumerate(p.stages):
+        where = f"stage[{i + 1}]"
+        if s.name not in STAGE_NAMES:
+            raise bad(f"{where}.name", f"must be one of {', '.join(STAGE_NAMES)}, got {s.name!r}")
+        if s.ensemble not in ENSEMBLES:
+            raise bad(f"{where}.ensemble", f"must be nvt or npt, got {s.ensemble!r}")
+        if s.thermostat not in THERMOSTATS:
+            raise bad(
+                f"{where}.thermostat",
+                f"must be one of {', '.join(THERMOSTATS)}, got {s.thermostat!r}",
+            )
+        if s.ensemble == "npt":
+            if s.barostat not in BAROSTATS:
+                raise bad(
+                    f"{where}.barostat", f"an NPT stage needs mtk or berendsen, got {s.barostat!r}"
+                )
+            if (s.barostat == "berendsen") != (s.thermostat == "berendsen"):
+                # ASE couples them: NPTBerendsen is both, IsotropicMTKNPT is Nose-Hoover + MTK.
+                raise bad(
+                    f"{where}.thermostat",
+                    "an NPT stage is berendsen + berendsen or nose-hoover + mtk",
+                )
+        elif s.barostat is not None:
+            raise bad(f"{where}.barostat", "an NVT stage has no barostat")
+        for fname in ("t_start_k", "t_end_k"):
+            t = getattr(s, fname)
+            if t is not None and not (0 < t < 10000 and math.isfinite(t)):
+                raise bad(f"{where}.{fname}", f"must be in (0, 10000) K, got {t}")
+        if s.name == "quench":
+            if s.duration_ps is not None:
+                raise bad(f"{where}.duration_ps", "the quench lasts as long as the run's rate says")
+            if s.t_end_k is None or s.t_end_k >= s.t_start_k:
+                # The same rule as --t-melt/--t-final, which set these two temperatures.
+                raise bad("t_melt_k/t_final_k", "need t_melt > t_final > 0 (the quench cools)")
+        elif s.duration_ps is None or not (0 <= s.duration_ps < 1e6):
+            raise bad(f"{where}.duration_ps", f"must be in [0, 1e6) ps, got {s.duration_ps}")
+        for fname in ("tdamp_fs", "pdamp_fs", "friction_per_fs", "compressibility_per_gpa"):
+            v = getattr(s, fname)
+            if not (v > 0 and math.isfinite(v)):
+                raise bad(f"{where}.{fname}", f"must be > 0, got {v}")
+        if not (-100 < s.pressure_gpa < 1000):
+            raise bad(f"{where}.pressure_gpa", f"must be in (-100, 1000) GPa, got {s.pressure_gpa}")
+    if [s.name for s in p.stages].count("quench") != 1:
+        raise bad("stages", "a protocol needs exactly one quench stage (its rate is the run's)")
+    if not 0 < p.timestep_fs <= 10:
+        raise bad("timestep_fs", f"must be in (0, 10], got {p.timestep_fs}")
+    if not 1 <= p.formula_units <= 10000:
+        raise bad("formula_units", f"must be in [1, 10000], got {p.formula_units}")
+    for fname in ("thermo_every", "frame_every", "block_frames"):
+        if getattr(p, fname) < 1:
+            raise bad(fname, f"must be >= 1, got {getattr(p, fname)}")
+    if p.relax_steps < 0:
+        raise bad("relax_steps", f"must be >= 0, got {p.relax_steps}")
+    if p.density_g_cm3 is not None and not 0.1 <= p.density_g_cm3 <= 20:
+        raise bad("density_g_cm3", f"must be in [0.1, 20] g/cm3, got {p.density_g_cm3}")
+    if p.dispersion is not None and p.dispersion not in DISPERSIONS:
+        raise bad("dispersion", f"must be none or d3, got {p.dispersion!r}")
+
+
+# --- presets --------------------------------------------------------------------------------
+
+
+def _default() -> Protocol:
+    # The first wave's fixed protocol, kept so its runs can be reproduced: Langevin NVT melt and
+    # quench at the starting density, a Berendsen NPT anneal.
+    return Protocol(
+        name="default",
+        stages=(
+            Stage("melt", t_start_k=1800.0, duration_ps=10.0),
+            Stage("quench", t_start_k=1800.0, t_end_k=300.0),
+            Stage(
+                "anneal",
+                ensemble="npt",
+                thermostat="berendsen",
+                barostat="berendsen",
+                t_start_k=300.0,
+                duration_ps=10.0,
+            ),
+        ),
+        notes="the first wave's protocol: volume fixed until the anneal",
+    )
+
+
+def _study() -> Protocol:
+    nh = {"thermostat": "nose-hoover"}
+    npt = {"ensemble": "npt", "thermostat": "nose-hoover", "barostat": "mtk", "pressure_gpa": 0.0}
+    return Protocol(
+        name="study",
+        stages=(
+            Stage("melt", t_start_k=1800.0, duration_ps=10.0, **nh),  # type: ignore[arg-type]
+            Stage("quench", t_start_k=1800.0, t_end_k=300.0, **npt),  # type: ignore[arg-type]
+            Stage("anneal", t_start_k=300.0, duration_ps=10.0, **npt),  # type: ignore[arg-type]
+            Stage("production", t_start_k=300.0, duration_ps=10.0, **npt),  # type: ignore[arg-type]
+        ),
+        notes=(
+            "1800 K liquid, linear quench at the run's rate to 300 K with the volume free, "
+            "NPT at 300 K and 0 GPa, then a 300 K NPT production window"
+        ),
+    )
+
+
+PRESETS = {"default": _default, "study": _study}
+
+
+def preset(name: str) -> Protocol:
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise BadInput(
+            f"unknown protocol {name!r}: a preset ({', '.join(PRESETS)}) or a .toml file",
+            field="protocol",
+        ) from None
+
+
+# --- TOML -----------------------------------------------------------------------------------
+
+_PROTOCOL_KINDS: dict[str, type | tuple[type, ...]] = {
+    "name": str,
+    "formula_units": int,
+    "timestep_fs": (int, float),
+    "thermo_every": int,
+    "frame_every": int,
+    "relax_steps": int,
+    "density_g_cm3": (int, float),
+    "dispersion": str,
+    "block_frames": int,
+    "notes": str,
+}
+_STAGE_KINDS: dict[str, type | tuple[type, ...]] = {
+    "name": str,
+    "ensemble": str,
+    "thermostat": str,
+    "barostat": str,
+    "t_start_k": (int, float),
+    "t_end_k": (int, float),
+    "temperature_k": (int, float),
+    "duration_ps": (int, float),
+    "pressure_gpa": (int, float),
+    "tdamp_fs": (int, float),
+    "pdamp_fs": (int, float),
+    "friction_per_fs": (int, float),
+    "compressibility_per_gpa": (int, float),
+}
+
+
+def _typed(where: str, key: str, v: Any, kind: type | tuple[type, ...]) -> Any:
+    if isinstance(v, bool) or not isinstance(v, kind):
+        want = kind.__name__ if isinstance(kind, type) else "number"
+        raise BadInput(f"must be a {want}, got {v!r}", field=f"{where}{key}")
+    value: Any = v  # isinstance against a runtime tuple narrows to object
+    return float(value) if kind == (int, float) else value
+
+
+def protocol_from_mapping(data: Mapping[str, Any], *, name: str, where: str = "") -> Protocol:
+    """A protocol from parsed TOML (a protocol file, or a campaign spec's ``[protocol]``).
+
+    ``preset = "study"`` starts from a preset; ``[[stage]]`` tables replace its stages; the
+    flat run options (:data:`OVERRIDES`) then apply. Unknown keys are refused.
+    """
+    base_name = data.get("preset")
+    if base_name is not None and not isinstance(base_name, str):
+        raise BadInput(f"must be a preset name, got {base_name!r}", field=f"{where}preset")
+    base = preset(base_name) if base_name is not None else None
+    raw_stages = data.get("stage")
+    if raw_stages is None and base is None:
+        raise BadInput("a protocol needs [[stage]] tables or a preset", field=f"{where}stage")
+    kw: dict[str, Any] = {}
+    overrides: dict[str, Any] = {}
+    for key, v in data.items():
+        if key in ("preset", "stage"):
+            continue
+        if key in _PROTOCOL_KINDS:
+            kw[key] = _typed(where, key, v, _PROTOCOL_KINDS[key])
+        elif key in OVERRIDES:
+            overrides[key] = _typed(where, key, v, (int, float))
+        else:
+            raise BadInput("unknown protocol key", field=f"{where}{key}")
+    stages: tuple[Stage, ...]
+    if raw_stages is not None:
+        if not isinstance(raw_stages, list) or not all(isinstance(s, dict) for s in raw_stages):
+            raise BadInput("must be [[stage]] tables", field=f"{where}stage")
+        stages = tuple(_stage(s, f"{where}stage[{i + 1}].") for i, s in enumerate(raw_stages))
+    else:
+        assert base is not None
+        stages = base.stages
+    start = base if base is not None else Protocol(name=name, stages=stages)
+    proto_name = kw.pop("name", name)
+    for k in ("formula_units", "thermo_every", "frame_every", "relax_steps", "block_frames"):
+        if k in kw and float(kw[k]) != int(kw[k]):
+            raise BadInput(f"must be a whole number, got {kw[k]}", field=f"{where}{k}")
+    out = replace(start, name=proto_name, stages=stages, **kw)
+    return apply_overrides(out, overrides)
+
+
+def _stage(d: Mapping[str, Any], where: str) -> Stage:
+    kw: dict[str, Any] = {}
+    for key, v in d.items():
+        if key not in _STAGE_KINDS:
+            raise BadInput("unknown stage key", field=f"{where}{key}")
+        kw[key] = _typed(where, key, v, _STAGE_KINDS[key])
+    if "name" not in kw:
+        raise BadInput("every stage needs a name", field=f"{where}name")
+    if "temperature_k" in kw:
+        if "t_start_k" in kw or "t_end_k" in kw:
+            raise BadInput(
+                "give temperature_k or t_start_k/t_end_k, not both", field=f"{where}temperature_k"
+            )
+        kw["t_start_k"] = kw.pop("temperature_k")
+    if kw.get("ensemble") == "npt" and "barostat" not in kw:
+        kw["barostat"] = "berendsen" if kw.get("thermostat") == "berendsen" else "mtk"
+        kw.setdefault("thermostat", "nose-hoover")
+    return Stage(**kw)
+
+
+def load_protocol_file(path: Path) -> Protocol:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BadInput("protocol file does not exist", source=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"cannot read protocol file: {exc}", source=str(path)) from None
+    if len(text) > 1_000_000:
+        raise BadInput("protocol file larger than 1 MB", source=str(path))
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise BadInput(f"TOML syntax error: {exc}", source=str(path)) from None
+    try:
+        return protocol_from_mapping(data, name=path.stem)
+    except BadInput as exc:
+        raise BadInput(exc.detail, source=str(path), field=exc.field) from None
+
+
+def resolve(ref: str | Protocol, overrides: Mapping[str, Any] | None = None) -> Protocol:
+    """``ref``: a preset name, a ``.toml`` file, or a Protocol; then the run-option overrides."""
+    if isinstance(ref, Protocol):
+        base = ref
+    elif ref in PRESETS:
+        base = preset(ref)
+    elif ref.endswith(".toml") or Path(ref).is_file():
+        base = load_protocol_file(Path(ref))
+    else:
+        base = preset(ref)  # the unknown-name error
+    return apply_overrides(base, overrides or {})
+
+
+# The name glassbench.api exports (``resolve`` alone says little next to other names).
+resolve_protocol = resolve
+
+
+# --- overrides ------------------------------------------------------------------------------
+
+# Run options (flat, as in `glassbench run meltquench` and the first wave's specs) and what they
+# set. The stage-level ones change every stage they match; a preset without that stage ignores
+# an override only when its value could not apply (production_ps without a production stage
+# is refused).
+OVERRIDES: dict[str, str] = {
+    "t_melt_k": "melt temperature and quench start (K)",
+    "melt_ps": "melt duration (ps)",
+    "t_final_k": "quench end and the temperature of every later stage (K)",
+    "anneal_ps": "anneal duration (ps)",
+    "production_ps": "production duration (ps)",
+    "pressure_gpa": "target pressure of every NPT stage (GPa)",
+    "friction_per_fs": "Langevin friction of every Langevin stage (1/fs)",
+    "taut_fs": "thermostat time constant of every stage (fs)",
+    "taup_fs": "barostat time constant of every NPT stage (fs)",
+    "compressibility_per_gpa": "compressibility of every Berendsen barostat (1/GPa)",
+}
+PROTOCOL_FIELDS = (
+    "formula_units", "timestep_fs", "thermo_every", "frame_every", "relax_steps",
+    "density_g_cm3", "dispersion", "block_frames",
+)  # fmt: skip
+
+
+def apply_overrides(p: Protocol, overrides: Mapping[str, Any]) -> Protocol:
+    """``p`` with the given run options applied (None values are ignored)."""
+    o = {k: v for k, v in overrides.items() if v is not None}
+    unknown = set(o) - set(OVERRIDES) - set(PROTOCOL_FIELDS)
+    if unknown:
+        raise BadInput("not a protocol option", field=sorted(unknown)[0])
+    for k, v in o.items():
+        if k == "dispersion":
+            continue
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise BadInput(f"must be a finite number, got {v!r}", field=k)
+        if k != "pressure_gpa" and v < 0:
+            raise BadInput(f"must be >= 0, got {v}", field=k)
+        if k in ("t_melt_k", "t_final_k", "taut_fs", "taup_fs", "friction_per_fs") and v == 0:
+            raise BadInput(f"must be > 0, got {v}", field=k)
+    if o.get("t_melt_k", math.inf) <= o.get("t_final_k", 0.0):
+        raise BadInput("need t_melt > t_final > 0", field="t_melt_k/t_final_k")
+    top = {k: o.pop(k) for k in list(o) if k in PROTOCOL_FIELDS}
+    stages = list(p.stages)
+    names = [s.name for s in stages]
+    qi = names.index("quench") if "quench" in names else len(stages)
+    for key, stage_name in (
+        ("melt_ps", "melt"),
+        ("anneal_ps", "anneal"),
+        ("production_ps", "production"),
+    ):
+        if key in o:
+            if stage_name not in names:
+                if float(o[key]) == 0.0:
+                    continue
+                raise BadInput(f"protocol {p.name!r} has no {stage_name} stage", field=key)
+            for i, s in enumerate(stages):
+                if s.name == stage_name:
+                    stages[i] = replace(s, duration_ps=float(o[key]))
+    if "t_melt_k" in o:
+        t = float(o["t_melt_k"])
+        for i, s in enumerate(stages[: qi + 1]):
+            if s.name == "quench" or s.t_end_k is None:
+                stages[i] = replace(s, t_start_k=t)
+            else:  # a ramp before the quench: the liquid is held at the new temperature
+                stages[i] = replace(s, t_start_k=t, t_end_k=t)
+    if "t_final_k" in o:
+        t = float(o["t_final_k"])
+        for i, s in enumerate(stages):
+            if i == qi:
+                stages[i] = replace(s, t_end_k=t)
+            elif i > qi:
+                stages[i] = replace(s, t_start_k=t, t_end_k=None if s.t_end_k is None else t)
+    per_stage = {
+        "pressure_gpa": ("pressure_gpa", "npt"),
+        "friction_per_fs": ("friction_per_fs", "langevin"),
+        "taut_fs": ("tdamp_fs", None),
+        "taup_fs": ("pdamp_fs", "npt"),
+        "compressibility_per_gpa": ("compressibility_per_gpa", "berendsen"),
+    }
+    for key, (attr, only) in per_stage.items():
+        if key not in o:
+            continue
+        for i, s in enumerate(stages):
+            if only is None or only in (s.ensemble, s.thermostat, s.barostat):
+                changes: dict[str, Any] = {attr: float(o[key])}
+                stages[i] = replace(s, **changes)
+    if "formula_units" in top:
+        top["formula_units"] = int(top["formula_units"])
+    for k in ("thermo_every", "frame_every", "relax_steps", "block_frames"):
+        if k in top:
+            top[k] = int(top[k])
+    return replace(p, stages=tuple(stages), **top)
+
+
+# --- the schedule of one run ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A stage placed on the step axis of one run: steps ``start+1 .. end``."""
+
+    index: int
+    stage: Stage
+    start: int
+    end: int
+
+    @property
+    def steps(self) -> int:
+        return self.end - self.start
+
+    def temperature_at(self, step: int) -> float:
+        if self.steps <= 0:
+            return self.stage.t_final_k
+        return self.stage.temperature_at(min(max(step - self.start, 0), self.steps) / self.steps)
+
+
+def schedule(p: Protocol, quench_rate_k_ps: float) -> tuple[Segment, ...]:
+    """Each stage's step range; a stage of zero steps is kept (it has no steps to run)."""
+    out: list[Segment] = []
+    step = 0
+    for i, s in enumerate(p.stages):
+        n = round(s.duration(quench_rate_k_ps) * 1000.0 / p.timestep_fs)
+        if s.name == "quench":
+            n = max(1, n)
+        out.append(Segment(i, s, step, step + n))
+        step += n
+    return tuple(out)
