@@ -93,7 +93,9 @@ class MeltQuenchParams:
         if not (self.quench_rate_k_ps > 0 and math.isfinite(self.quench_rate_k_ps)):
             raise BadInput("must be > 0", field="quench_rate_k_ps")
         spec = resolve_protocol(self.protocol, self.overrides())
+        # Derived once: the runner asks for the stage of a step every thermo chunk.
         object.__setattr__(self, "_spec", spec)
+        object.__setattr__(self, "_segments", schedule(spec, self.quench_rate_k_ps))
         flush = self.flush_every
         if flush is None:
             te = spec.thermo_every
@@ -121,7 +123,9 @@ class MeltQuenchParams:
 
     @property
     def segments(self) -> tuple[Segment, ...]:
-        return schedule(self.spec, self.quench_rate_k_ps)
+        """The protocol's stages on this run's step axis (the quench's length from its rate)."""
+        segments: tuple[Segment, ...] = self.__dict__["_segments"]
+        return segments
 
     @property
     def total_steps(self) -> int:

@@ -30,7 +30,7 @@ from glassbench.runners.meltquench import (
     build_calculator,
     effective_dispersion,
 )
-from glassbench.runners.protocol import Segment
+from glassbench.runners.protocol import Segment, window_start
 from glassbench.schema import RunStatus
 from glassbench.service import repos, runs, unit_of_work
 from glassbench.service.retry import retry_db
@@ -391,18 +391,6 @@ def set_dynamics_state(dyn: Any, state: dict[str, np.ndarray]) -> None:
         setattr(obj, name, float(value) if np.ndim(current) == 0 else np.array(value))
 
 
-def window_start(params: MeltQuenchParams) -> tuple[int, str]:
-    """First step of the averaging window and its description.
-
-    A ``production`` stage is a window as a whole; any other last stage (the default
-    protocol's NPT anneal) is half equilibration, so its second half is the window.
-    """
-    last = params.segments[-1]
-    if last.stage.name == "production":
-        return last.start + 1, "the production stage"
-    return last.start + last.steps // 2 + 1, f"the last half of the {last.stage.name} stage"
-
-
 def _finish(
     engine: Engine,
     params: MeltQuenchParams,
@@ -438,7 +426,7 @@ def _finish(
     final = atoms.copy()
     cell = np.asarray(final.cell)
     total = params.total_steps
-    step_from, window = window_start(params)
+    step_from, window = window_start(spec, params.segments), spec.window_description
 
     def write_final() -> None:
         with unit_of_work(engine) as s:

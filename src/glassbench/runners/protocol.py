@@ -133,6 +133,14 @@ class Protocol:
         """Observables are averaged over the frames of the last stage (the production window)."""
         return self.stages[-1].name
 
+    @property
+    def window_description(self) -> str:
+        """The part of the last stage that is averaged: all of a ``production`` stage; the second
+        half of any other (the default protocol's NPT anneal is half equilibration)."""
+        if self.window_stage == "production":
+            return "the production stage"
+        return f"the last half of the {self.window_stage} stage"
+
     def describe(self) -> str:
         """What ``glassbench protocol show`` prints."""
         disp = "as the MLIP is registered" if self.dispersion is None else self.dispersion
@@ -144,8 +152,8 @@ class Protocol:
             f"  MD            timestep {self.timestep_fs:g} fs, thermo every {self.thermo_every},"
             f" frames every {self.frame_every} steps",
             f"  dispersion    {disp}",
-            f"  window        frames of the last stage ({self.window_stage}) and the final"
-            f" frame, blocks of {self.block_frames} frames",
+            f"  window        {self.window_description} (its frames and the final frame),"
+            f" blocks of {self.block_frames} frames",
             "  stages",
             *(f"    {i + 1}. {s.describe()}" for i, s in enumerate(self.stages)),
         ]
@@ -558,6 +566,14 @@ class Segment:
         if self.steps <= 0:
             return self.stage.t_final_k
         return self.stage.temperature_at(min(max(step - self.start, 0), self.steps) / self.steps)
+
+
+def window_start(p: Protocol, segments: tuple[Segment, ...]) -> int:
+    """First step of the averaging window (:attr:`Protocol.window_description`)."""
+    last = segments[-1]
+    if last.stage.name == "production":
+        return last.start + 1
+    return last.start + last.steps // 2 + 1
 
 
 def schedule(p: Protocol, quench_rate_k_ps: float) -> tuple[Segment, ...]:
