@@ -461,7 +461,7 @@ def _finish(
             )
             if elastic is not None:
                 method = elastic.method
-                if params.elastic_relax_positions and not elastic.converged:
+                if not elastic.converged:  # of any relaxation it did: cell or positions
                     method += " (relaxation NOT converged)"
                 for name, (value, err) in elastic.moduli().items():
                     props[name] = value
