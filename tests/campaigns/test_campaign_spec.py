@@ -125,6 +125,7 @@ BAD_SPECS: list[tuple[str, str, str]] = [
     ("dispersion-unknown", "replace:seeds = [1, 2]=>seeds = [1, 2]\ndispersion = [\"d4\"]", "matrix.dispersion[0]"),
     ("protocol-unknown", "replace:seeds = [1, 2]=>seeds = [1, 2]\nprotocols = [\"fast\"]", "matrix.protocols[0]"),
     ("protocol-file-missing", "replace:[protocol]=>[protocol]\nfile = \"nope.toml\"", "protocol.file"),
+    ("toml-nested-too-deeply", "replace:[protocol]=>deep = " + "[" * 5000 + "]" * 5000 + "\n[protocol]", "nested too deeply"),
     ("density-absurd", "replace:[protocol]=>[protocol]\ndensity_g_cm3 = 50.0", "protocol.density_g_cm3"),
     ("production-without-stage", "replace:[protocol]=>[protocol]\nproduction_ps = 1.0", "protocol.production_ps"),
 ]  # fmt: skip
@@ -161,7 +162,10 @@ def test_bad_spec_names_file_and_key(tmp_path: Path, case: str, edit: str, key: 
     assert str(spec) in msg and key in msg, msg
 
 
-CLI_CASES = ("toml-syntax", "missing-seeds", "seed-float", "x-fu-not-whole", "unknown-mlip")
+CLI_CASES = (
+    "toml-syntax", "toml-nested-too-deeply", "missing-seeds", "seed-float", "x-fu-not-whole",
+    "unknown-mlip",
+)  # fmt: skip
 
 
 @pytest.mark.parametrize("command", ["run", "status"])

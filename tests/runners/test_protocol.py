@@ -113,7 +113,14 @@ def test_default_preset_keeps_the_first_wave_protocol() -> None:
             "preset = 'study'\n[[stage]]\nname = 'quench'\nt_start_k = 300\nt_end_k = 1800\n",
             "t_melt_k/t_final_k",
         ),
+        ("preset = 'study'\nname = '" + "n" * 65 + "'\n", "name"),
+        (
+            "[[stage]]\nname = 'melt'\ntemperature_k = 1800\nduration_ps = 1\n" * 100
+            + "[[stage]]\nname = 'quench'\nt_start_k = 1800\nt_end_k = 300\n",
+            "stages",
+        ),
     ],
+    ids=lambda v: v[:40] if isinstance(v, str) else v,
 )
 def test_bad_protocol_files_name_the_field(text: str, field: str, tmp_path: Path) -> None:
     f = tmp_path / "bad.toml"
@@ -122,6 +129,38 @@ def test_bad_protocol_files_name_the_field(text: str, field: str, tmp_path: Path
         load_protocol_file(f)
     assert exc.value.field == field, exc.value.render(None)
     assert str(f) in exc.value.render(None)
+
+
+def test_unparseable_protocol_files_are_bad_input(tmp_path: Path) -> None:
+    deep = tmp_path / "deep.toml"
+    deep.write_text("a = " + "[" * 5000 + "]" * 5000 + "\n")  # tomllib recurses per level
+    big = tmp_path / "big.toml"
+    big.write_text("# " + "x" * 1_000_001 + "\n")
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"\xff\xfe\x00\x01" * 10)
+    for f, message in [
+        (deep, "nested too deeply"),
+        (big, "larger than 1 MB"),
+        (binary, "cannot read protocol file"),
+        (tmp_path / "missing.toml", "does not exist"),
+    ]:
+        with pytest.raises(BadInput) as exc:
+            load_protocol_file(f)
+        assert message in exc.value.render(None) and str(f) in exc.value.render(None)
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [({"quench_rate_k_ps": 1e-300}, "quench_rate_k_ps"), ({"timestep_fs": 1e-300}, "timestep_fs")],
+)
+def test_a_run_that_would_never_end_is_refused(options: dict[str, float], field: str) -> None:
+    """Bounded before any row is written: at most 1e9 MD steps (a microsecond at 1 fs)."""
+    kw: dict[str, Any] = {"mlip": "m", "x": 0.0, "quench_rate_k_ps": 5.0, "seed": 1, **options}
+    with pytest.raises(BadInput) as exc:
+        MeltQuenchParams(**kw)
+    assert exc.value.field == field and "more than 1e+09 MD steps" in exc.value.message
+    # A slow but real quench is fine: 0.5 K/ps from 1800 K is 3,000 ps = 3e6 steps.
+    assert MeltQuenchParams(mlip="m", x=0.0, quench_rate_k_ps=0.5, seed=1).total_steps == 3_020_000
 
 
 def test_protocol_show_prints_stages_and_reads_files(tmp_path: Path) -> None:

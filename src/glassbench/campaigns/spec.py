@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -27,6 +26,7 @@ from glassbench.runners.protocol import (
     protocol_from_mapping,
 )
 from glassbench.service.runs import DEFAULT_STALE_AFTER_S
+from glassbench.toml_files import read_toml
 
 CLUSTER_KINDS = ("slurm", "pbs")
 DEFAULT_RETRIES = 1
@@ -247,16 +247,7 @@ def _check(r: _Reader, where: str, v: Any, kind: str) -> Any:
 def load_spec(path: str | os.PathLike[str]) -> CampaignSpec:
     """Parse and validate a campaign spec; `BadInput` names the file and the key."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise BadInput("spec file does not exist", source=str(p)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(f"cannot read spec file: {exc}", source=str(p)) from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise BadInput(f"TOML syntax error: {exc}", source=str(p)) from None
+    data = read_toml(p, what="spec file")
     return parse_spec(data, p)
 
 

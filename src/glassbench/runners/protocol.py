@@ -17,7 +17,6 @@ files with the same stages are the same protocol. See docs/protocol.md.
 from __future__ import annotations
 
 import math
-import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -30,6 +29,12 @@ ENSEMBLES = ("nvt", "npt")
 THERMOSTATS = ("langevin", "nose-hoover", "berendsen")
 BAROSTATS = ("mtk", "berendsen")
 DISPERSIONS = ("none", "d3")
+
+MAX_STAGES = 100
+MAX_NAME = 64
+# A microsecond at 1 fs: beyond any melt-quench, and short of a run that would never end
+# (a quench rate of 1e-300 K/ps, a timestep of 1e-300 fs).
+MAX_STEPS = 1_000_000_000
 
 # The documented time constants (docs/protocol.md): ASE's docstrings of NoseHooverChainNVT and
 # IsotropicMTKNPT suggest ~100 and ~1000 timesteps for tdamp and pdamp.
@@ -202,6 +207,11 @@ def validate(p: Protocol) -> None:
 
     if not p.stages:
         raise bad("stages", "a protocol needs at least one stage")
+    if len(p.stages) > MAX_STAGES:
+        raise bad("stages", f"at most {MAX_STAGES} stages, got {len(p.stages)}")
+    if not (0 < len(p.name) <= MAX_NAME) or not p.name.isprintable():
+        # The name is stored in protocol.name (64 characters) and printed in one-line messages.
+        raise bad("name", f"must be 1-{MAX_NAME} printable characters, got {p.name[:20]!r}...")
     for i, s in enumerate(p.stages):
         where = f"stage[{i + 1}]"
         if s.name not in STAGE_NAMES:
@@ -417,18 +427,9 @@ def _stage(d: Mapping[str, Any], where: str) -> Stage:
 
 
 def load_protocol_file(path: Path) -> Protocol:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise BadInput("protocol file does not exist", source=str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(f"cannot read protocol file: {exc}", source=str(path)) from None
-    if len(text) > 1_000_000:
-        raise BadInput("protocol file larger than 1 MB", source=str(path))
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise BadInput(f"TOML syntax error: {exc}", source=str(path)) from None
+    from glassbench.toml_files import read_toml
+
+    data = read_toml(path, what="protocol file")
     try:
         return protocol_from_mapping(data, name=path.stem)
     except BadInput as exc:
@@ -581,7 +582,14 @@ def schedule(p: Protocol, quench_rate_k_ps: float) -> tuple[Segment, ...]:
     out: list[Segment] = []
     step = 0
     for i, s in enumerate(p.stages):
-        n = round(s.duration(quench_rate_k_ps) * 1000.0 / p.timestep_fs)
+        steps = s.duration(quench_rate_k_ps) * 1000.0 / p.timestep_fs
+        if not steps <= MAX_STEPS - step:
+            raise BadInput(
+                f"the protocol would run more than {MAX_STEPS:.0e} MD steps (stage {i + 1}, "
+                f"{s.name}: {steps:.3g} steps of {p.timestep_fs:g} fs)",
+                field="quench_rate_k_ps" if s.name == "quench" else "timestep_fs",
+            )
+        n = round(steps)
         if s.name == "quench":
             n = max(1, n)
         out.append(Segment(i, s, step, step + n))
