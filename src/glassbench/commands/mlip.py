@@ -11,6 +11,7 @@ from glassbench.cli import AppContext, pass_app
 from glassbench.commands._common import FORMAT_OPTION, format_rows
 from glassbench.errors import BadInput
 from glassbench.runners.registry import ARCH_CHOICES, PRETRAINED
+from glassbench.schema.models import DISPERSION
 
 
 @click.group("mlip")
@@ -29,7 +30,7 @@ def cli() -> None:
 )
 @click.option("--training-data", default=None)
 @click.option("--functional", default=None)
-@click.option("--dispersion", type=click.Choice(["none", "d3"]), default="none", show_default=True)
+@click.option("--dispersion", type=click.Choice(DISPERSION), default="none", show_default=True)
 @click.option("--parent", default=None, help="Registered MLIP this one was fine-tuned from.")
 @click.option("--replace", is_flag=True, help="Overwrite an existing registration of NAME.")
 @pass_app

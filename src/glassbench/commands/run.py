@@ -8,6 +8,7 @@ import click
 
 from glassbench.cli import AppContext, pass_app
 from glassbench.commands._common import RUN_KEY_OPTIONS
+from glassbench.schema.models import DISPERSION
 
 
 @click.group("run")
@@ -46,7 +47,7 @@ _FROM_PROTOCOL = "default: as the protocol says"
 )
 @click.option(
     "--dispersion",
-    type=click.Choice(["none", "d3"]),
+    type=click.Choice(DISPERSION),
     default=None,
     help="Override the MLIP's registered dispersion correction for this protocol.",
 )

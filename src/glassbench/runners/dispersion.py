@@ -20,8 +20,9 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from ase.units import Bohr
 
 from glassbench.errors import BadInput, Failure
+from glassbench.schema.models import DISPERSION
 
-DISPERSIONS = ("none", "d3")
+DISPERSIONS = DISPERSION  # the mlip table's CHECK list
 DAMPINGS = ("d3bj", "d3zero")
 
 # The MLIP's `functional` label (its training data's functional, as users type it; matched

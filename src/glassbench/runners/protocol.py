@@ -23,12 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from glassbench.errors import BadInput
+from glassbench.schema.models import DISPERSION
 
 STAGE_NAMES = ("melt", "quench", "anneal", "production")
 ENSEMBLES = ("nvt", "npt")
 THERMOSTATS = ("langevin", "nose-hoover", "berendsen")
 BAROSTATS = ("mtk", "berendsen")
-DISPERSIONS = ("none", "d3")
+# The one list of dispersion corrections: the mlip table's CHECK constraint is built from it.
+DISPERSIONS = DISPERSION
 
 MAX_STAGES = 100
 MAX_NAME = 64

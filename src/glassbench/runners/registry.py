@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from glassbench.errors import BadInput
+from glassbench.schema.models import DISPERSION
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -73,7 +74,7 @@ def register_mlip(
         raise BadInput(
             f"unknown architecture {arch!r} (known: {', '.join(ARCH_CHOICES)})", field="arch"
         )
-    if dispersion not in ("none", "d3"):
+    if dispersion not in DISPERSION:
         raise BadInput(f"must be 'none' or 'd3', not {dispersion!r}", field="dispersion")
     if dispersion == "d3":
         from glassbench.runners.dispersion import d3_parameter_set
