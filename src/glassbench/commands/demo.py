@@ -263,6 +263,10 @@ def _print_runs(engine: Any) -> None:
         rows = c.execute(
             sa.text(f"SELECT mlip, x, status, {', '.join(cols)} FROM run_summary ORDER BY mlip, x")
         ).all()
+    click.echo(
+        "  per run: density (g/cm3) and P3c (fraction of P three-coordinated) are means over "
+        "the production window; moduli (GPa) are the affine (Born) estimate of the final cell"
+    )
     for r in rows:
         vals = ", ".join(f"{k} {v:.3g}" for k, v in zip(cols, r[3:], strict=True) if v is not None)
         click.echo(f"  {r[0]} x={r[1]:g}: {r[2]}{': ' + vals if vals else ''}")
