@@ -33,6 +33,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("glassbench.commands.run", "Run simulations with live ingest."),
     "protocol": ("glassbench.commands.protocol", "Show melt-quench protocols (presets, files)."),
     "campaign": ("glassbench.commands.campaign", "Run or inspect a campaign matrix."),
+    "compute": ("glassbench.commands.compute", "Compute on stored runs: elastic moduli, energies."),
+    "analysis": ("glassbench.commands.analysis", "Named cutoff sets for re-analysis."),
+    "reanalyze": ("glassbench.commands.reanalyze", "Re-analyse stored frames under a cutoff set."),
+    "export": ("glassbench.commands.export", "Write stored frames or runs to files."),
     "report": ("glassbench.commands.report", "Generate or schedule reports."),
     "demo": ("glassbench.commands.demo", "Run the whole system on embedded defaults."),
 }

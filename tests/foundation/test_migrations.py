@@ -82,13 +82,16 @@ def test_run_summary_has_exactly_the_contract_columns(engine: Any) -> None:
 
 
 def test_released_views_are_frozen() -> None:
-    """VIEWS_V1 is what migration 0001 created when it was released, byte for byte."""
+    """VIEWS_V1 and VIEWS_V2 are what migrations 0001 and 0002 created when they were
+    released, byte for byte."""
     import hashlib
 
-    from glassbench.schema.views import VIEWS_V1
+    from glassbench.schema.views import VIEWS_V1, VIEWS_V2
     from glassbench.schema.views_v1 import VIEWS_V1_SHA256
+    from glassbench.schema.views_v2 import VIEWS_V2_SHA256
 
     assert hashlib.sha256(repr(VIEWS_V1).encode()).hexdigest() == VIEWS_V1_SHA256
+    assert hashlib.sha256(repr(VIEWS_V2).encode()).hexdigest() == VIEWS_V2_SHA256
 
 
 def test_sqlite_pragmas(sqlite_url: str) -> None:
@@ -105,7 +108,7 @@ def test_cli_db_commands(db_url: str) -> None:
 
     gb = Cli(db_url)
     assert "base (empty)" in gb.ok("db", "current").output
-    assert "at revision 0002" in gb.ok("db", "upgrade").output
+    assert "at revision 0003" in gb.ok("db", "upgrade").output
     assert "up to date" in gb.ok("db", "current").output
     assert "integrity checks passed" in gb.ok("db", "check").output
     assert gb("db", "upgrade", "nonexistent-rev").exit_code == 2

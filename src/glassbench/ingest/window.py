@@ -36,6 +36,7 @@ from glassbench.schema import FRAME_STAGES, Coordination, Frame, Speciation
 from glassbench.schema.models import (
     ANION_CLASSES,
     COORDINATION_COLUMNS,
+    DEFAULT_ANALYSIS_ID,
     P_CLASSES,
     SPECIATION_FRACTIONS,
     WINDOW_QUANTITIES,
@@ -86,9 +87,9 @@ def _window(
 
 
 def _window_values(
-    session: Session, in_window: sa.ColumnElement[bool]
+    session: Session, in_window: sa.ColumnElement[bool], analysis_id: int
 ) -> list[tuple[int, dict[str, float | None]]]:
-    """(step, quantities) of each analysed window frame, in step order.
+    """(step, quantities) of each window frame analysed under ``analysis_id``, in step order.
 
     Three statements however long the window: the window is a join condition, not a list
     of frame ids bound as parameters.
@@ -104,7 +105,7 @@ def _window_values(
     for fid, unit, count in session.execute(
         sa.select(spec.c.frame_id, spec.c.unit, spec.c.count)
         .join(frame, frame.c.id == spec.c.frame_id)
-        .where(in_window)
+        .where(in_window, spec.c.analysis_id == analysis_id)
     ):
         counts.setdefault(int(fid), {})[str(unit)] = int(count)
     values: dict[int, dict[str, float | None]] = {f: _fractions(c) for f, c in counts.items()}
@@ -112,7 +113,7 @@ def _window_values(
     for fid, *row in session.execute(
         sa.select(coord.c.frame_id, *columns)
         .join(frame, frame.c.id == coord.c.frame_id)
-        .where(in_window)
+        .where(in_window, coord.c.analysis_id == analysis_id)
     ):
         got = values.setdefault(int(fid), {})
         for q, v in zip(COORDINATION_COLUMNS, row, strict=True):
@@ -128,13 +129,15 @@ def store_window_stats(
     block_frames: int,
     include_final: bool = True,
     step_from: int | None = None,
+    analysis_id: int = DEFAULT_ANALYSIS_ID,
 ) -> dict[str, tuple[float, float | None]]:
     """Average each per-frame quantity of a run over its window into ``window_stat``.
 
     The window is the run's frames of ``stages`` (plus its ``final`` frame with
     ``include_final``), from step ``step_from`` on when given (a protocol may repeat a stage
     name; the step tells its last stage from an earlier one of the same name); see the
-    module's docstring for the estimator. Returns ``{quantity: (mean, stderr)}`` for the
+    module's docstring for the estimator; the per-frame values are those of the analysis
+    ``analysis_id`` (default: the one made when the frames were stored). Returns ``{quantity: (mean, stderr)}`` for the
     quantities defined in at least one window frame. Idempotent:
     the run's rows are replaced, and a quantity no longer defined loses its row. Writes in
     the caller's transaction (no commit). Raises ValueError for an unknown stage or a
@@ -142,7 +145,7 @@ def store_window_stats(
     """
     if block_frames < 1:
         raise ValueError(f"block_frames must be at least 1, got {block_frames}")
-    frames = _window_values(session, _window(run_id, stages, include_final, step_from))
+    frames = _window_values(session, _window(run_id, stages, include_final, step_from), analysis_id)
     out: dict[str, tuple[float, float | None]] = {}
     for q in WINDOW_QUANTITIES:
         series = [(step, v) for step, got in frames if (v := got.get(q)) is not None]
@@ -156,6 +159,7 @@ def store_window_stats(
             WindowStat,
             {
                 "run_id": run_id,
+                "analysis_id": analysis_id,
                 "quantity": q,
                 "mean": mean,
                 "stderr": stderr,
@@ -165,7 +169,7 @@ def store_window_stats(
                 "step_from": series[0][0],
                 "step_to": series[-1][0],
             },
-            key=("run_id", "quantity"),
+            key=("run_id", "analysis_id", "quantity"),
             update=(
                 "mean",
                 "stderr",
@@ -177,7 +181,10 @@ def store_window_stats(
             ),
         )
         out[q] = (mean, stderr)
-    stale = sa.delete(WindowStat).where(WindowStat.run_id == run_id)  # type: ignore[arg-type]
+    stale = sa.delete(WindowStat).where(
+        WindowStat.run_id == run_id,  # type: ignore[arg-type]
+        WindowStat.analysis_id == analysis_id,  # type: ignore[arg-type]
+    )
     if out:
         stale = stale.where(WindowStat.quantity.not_in(list(out)))  # type: ignore[attr-defined]
     session.execute(stale)

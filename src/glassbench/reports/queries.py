@@ -139,6 +139,12 @@ def _runs_sql() -> str:
         """
 
 
+# The reports show the default analysis (frame_fractions already is; as run_detail does).
+# Module constants so that a test writing at a revision before analyses can blank them.
+DEFAULT_COORDINATION = "AND co.analysis_id = 1"
+DEFAULT_WINDOW = "AND analysis_id = 1"
+
+
 def _final_frames(conn: Connection, frame_ids: Sequence[int]) -> pd.DataFrame:
     cols = ", ".join(f"ff.{c}" for c in _FRACTION_COLUMNS)
     # Speciation and coordination are written together (repos.add_analysis), so joining
@@ -148,7 +154,8 @@ def _final_frames(conn: Connection, frame_ids: Sequence[int]) -> pd.DataFrame:
         f"""
         SELECT ff.frame_id AS final_frame_id, {cols}, co.na_cn_mean AS na_cn,
                co.ss_fraction AS ss_fraction
-        FROM frame_fractions ff LEFT JOIN coordination co ON co.frame_id = ff.frame_id
+        FROM frame_fractions ff LEFT JOIN coordination co
+          ON co.frame_id = ff.frame_id {DEFAULT_COORDINATION}
         WHERE ff.frame_id IN :ids
         """,
         frame_ids,
@@ -163,7 +170,7 @@ def _with_window_means(conn: Connection, runs: pd.DataFrame) -> pd.DataFrame:
         return runs
     ws = _by_ids(
         conn,
-        "SELECT run_id, quantity, mean FROM window_stat WHERE run_id IN :ids",
+        f"SELECT run_id, quantity, mean FROM window_stat WHERE run_id IN :ids {DEFAULT_WINDOW}",
         [int(r) for r in runs[Key.run_id]],
         ["run_id", "quantity", "mean"],
     )

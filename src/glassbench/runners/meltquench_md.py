@@ -157,6 +157,7 @@ def simulate(
         MaxwellBoltzmannDistribution(atoms, temperature_K=t0, rng=rng)
         Stationary(atoms)
         initial = atoms.copy()
+        forces, energy = _forces_energy(atoms)
         with unit_of_work(engine) as s:
             repos.add_frame(
                 s,
@@ -172,6 +173,8 @@ def simulate(
                     initial.numbers, initial.positions, np.asarray(initial.cell), initial.pbc
                 ),
                 pbc=initial.pbc,
+                forces=forces,
+                energy_ev=energy,
             )
             repos.insert_thermo(s, run_id, [_thermo_row(atoms, 0, spec.timestep_fs, mass_total)])
     else:
@@ -181,7 +184,7 @@ def simulate(
     total = params.total_steps
     thermo_every, frame_every, flush_every = spec.thermo_every, spec.frame_every, params.flush_steps
     thermo_buf: list[dict[str, Any]] = []
-    frame_buf: list[tuple[int, str, Any]] = []
+    frame_buf: list[tuple[int, str, Any, tuple[np.ndarray, float]]] = []
     bar = _Progress(
         total, step, spec.timestep_fs, sys.stderr.isatty() if progress is None else progress
     )
@@ -202,7 +205,7 @@ def simulate(
     def write_buffers() -> None:
         with unit_of_work(engine) as s:
             repos.insert_thermo(s, run_id, thermo_buf)
-            for fstep, stage, snap in frame_buf:
+            for fstep, stage, snap, (forces, energy) in frame_buf:
                 cell = np.asarray(snap.cell)
                 repos.add_frame(
                     s,
@@ -216,6 +219,8 @@ def simulate(
                     time_ps=fstep * spec.timestep_fs / 1000.0,
                     temperature_k=params.target_temperature(fstep),
                     analysis=analyze_frame(snap.numbers, snap.positions, cell, snap.pbc),
+                    forces=forces,
+                    energy_ev=energy,
                 )
             runs.heartbeat(s, run_id)
 
@@ -253,13 +258,21 @@ def simulate(
             if step % thermo_every == 0 or step == total:
                 thermo_buf.append(_thermo_row(atoms, step, spec.timestep_fs, mass_total))
             if step % frame_every == 0 and step < total:
-                frame_buf.append((step, params.stage_at(step), atoms.copy()))
+                frame_buf.append((step, params.stage_at(step), atoms.copy(), _forces_energy(atoms)))
             if step % flush_every == 0 or step == total:
                 flush(step)
             bar.update(step, float(atoms.get_temperature()))
     finally:
         bar.close()
     return _finish(engine, params, run_id, atoms, calc, resumed)
+
+
+def _forces_energy(atoms: Atoms) -> tuple[np.ndarray, float]:
+    """The MLIP's forces (without the centre-of-mass constraint) and potential energy of
+    ``atoms``: the step's results, which the calculator holds already (stored with the frame,
+    the reference of a later cross-evaluation)."""
+    forces = np.array(atoms.get_forces(apply_constraint=False), dtype=np.float64)
+    return forces, float(atoms.get_potential_energy())
 
 
 # --- integrators per stage ------------------------------------------------------------------
@@ -424,6 +437,7 @@ def _finish(
             md=md,
         )
     final = atoms.copy()
+    final_forces, final_energy = _forces_energy(atoms)
     cell = np.asarray(final.cell)
     total = params.total_steps
     step_from, window = window_start(spec, params.segments), spec.window_description
@@ -442,6 +456,8 @@ def _finish(
                 time_ps=total * spec.timestep_fs / 1000.0,
                 temperature_k=spec.stages[-1].t_final_k,
                 analysis=analyze_frame(final.numbers, final.positions, cell, final.pbc),
+                forces=final_forces,
+                energy_ev=final_energy,
             )
             est = store_density(s, run_id, step_from=step_from, window=window)
             if est is None:  # a last stage too short for thermo rows: the final structure

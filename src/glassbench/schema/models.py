@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
@@ -117,6 +118,23 @@ COORDINATION_COLUMNS: dict[str, str] = {
 }
 # Per-frame quantities averaged over a run's production window (`window_stat`).
 WINDOW_QUANTITIES = (*SPECIATION_FRACTIONS, *COORDINATION_COLUMNS)
+
+
+# The analysis every ingest and run writes (the cutoffs given then, the built-in ones unless
+# --cutoff was given); migration 0003 creates it with this id, and the columns that name an
+# analysis default to it, so writers of the default analysis never name it.
+DEFAULT_ANALYSIS = "default"
+DEFAULT_ANALYSIS_ID = 1
+
+
+def _analysis_id_field(description: str) -> Any:
+    return Field(
+        default=DEFAULT_ANALYSIS_ID,
+        foreign_key="analysis.id",
+        primary_key=True,
+        sa_column_kwargs={"server_default": sa.text(str(DEFAULT_ANALYSIS_ID)), "default": None},
+        description=description,
+    )
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -257,6 +275,16 @@ class Frame(SQLModel, table=True):
     pbc: str = Field(default="TTT", max_length=3, description="Periodicity along a,b,c as T/F.")
     numbers: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
     positions: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
+    # Last, where migration 0003 added them. What the MLIP that made the frame computed for
+    # it, where known (the runner; an ingested file with forces): the reference of `frame_eval`.
+    forces: bytes | None = Field(
+        default=None,
+        sa_column=sa.Column(sa.LargeBinary, nullable=True),
+        description="Forces in eV/Å (packed array) of the run's MLIP, where known.",
+    )
+    energy_ev: float | None = Field(
+        default=None, description="Potential energy in eV of the run's MLIP, where known."
+    )
 
 
 class Thermo(SQLModel, table=True):
@@ -273,14 +301,32 @@ class Thermo(SQLModel, table=True):
     density_g_cm3: float | None = Field(default=None)
 
 
+class Analysis(SQLModel, table=True):
+    """A named set of bond cutoffs under which stored frames are analysed.
+
+    ``default`` (id 1) is the analysis made when the frames were stored, with the cutoffs
+    given then (each frame's ``coordination.cutoffs_json`` says which); ``glassbench analysis
+    add`` names others, which ``glassbench reanalyze`` computes beside it.
+    """
+
+    __tablename__ = "analysis"
+    __table_args__ = (sa.UniqueConstraint("name"),)
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=64, description="Unique name, e.g. 'default' or 'na-s-3.4'.")
+    cutoffs_json: str = Field(description="Pair cutoffs in Å, JSON.")
+    description: str | None = Field(default=None, max_length=512)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
 class Speciation(SQLModel, table=True):
-    """Integer counts of structural units per frame (long format, vocabulary constrained)."""
+    """Integer counts of structural units per frame and analysis (long format)."""
 
     __tablename__ = "speciation"
     __table_args__ = (sa.CheckConstraint(_in("unit", SPECIATION_UNITS), name="unit"),)
     frame_id: int = Field(foreign_key="frame.id", primary_key=True)
     unit: str = Field(primary_key=True, max_length=16)
     count: int
+    analysis_id: int = _analysis_id_field("The analysis (cutoff set) of these counts.")
 
 
 class Coordination(SQLModel, table=True):
@@ -299,6 +345,7 @@ class Coordination(SQLModel, table=True):
     )
     ss_chains_json: str = Field(default="{}")
     cutoffs_json: str = Field(description="Pair cutoffs in Å used for this analysis.")
+    analysis_id: int = _analysis_id_field("The analysis (cutoff set) of this row.")
 
 
 class Property(SQLModel, table=True):
@@ -327,7 +374,7 @@ class WindowStat(SQLModel, table=True):
 
     __tablename__ = "window_stat"
     __table_args__ = (
-        sa.UniqueConstraint("run_id", "quantity"),
+        sa.UniqueConstraint("run_id", "analysis_id", "quantity"),
         sa.CheckConstraint(_in("quantity", WINDOW_QUANTITIES), name="quantity"),
     )
     id: int | None = Field(default=None, primary_key=True)
@@ -340,6 +387,54 @@ class WindowStat(SQLModel, table=True):
     block_frames: int = Field(description="Frames per block.")
     step_from: int = Field(description="Step of the first frame averaged.")
     step_to: int = Field(description="Step of the last frame averaged.")
+    analysis_id: int = Field(
+        default=DEFAULT_ANALYSIS_ID,
+        foreign_key="analysis.id",
+        sa_column_kwargs={"server_default": sa.text(str(DEFAULT_ANALYSIS_ID)), "default": None},
+        description="The analysis whose per-frame values were averaged.",
+    )
+
+
+class FrameEval(SQLModel, table=True):
+    """A stored frame evaluated by an MLIP (``glassbench compute energy``): its energy, forces
+    and stress, and how far they are from those of the MLIP that made the frame.
+
+    The reference is the making MLIP's forces and energy: the frame's own (``frame.forces``,
+    ``frame.energy_ev``), else that MLIP's own evaluation of the frame (a ``frame_eval`` row),
+    else, for the energy only, the thermo row of the frame's step. ``ref_source`` says which;
+    the disagreement columns are NULL where no reference is known.
+    """
+
+    __tablename__ = "frame_eval"
+    __table_args__ = (sa.UniqueConstraint("frame_id", "mlip_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    frame_id: int = Field(foreign_key="frame.id", index=True)
+    mlip_id: int = Field(foreign_key="mlip.id", index=True, description="The evaluating MLIP.")
+    n_atoms: int
+    energy_ev: float = Field(description="Potential energy in eV.")
+    energy_per_atom_ev: float
+    forces: bytes = Field(
+        sa_column=sa.Column(sa.LargeBinary, nullable=False), description="eV/Å, packed array."
+    )
+    stress_gpa_json: str | None = Field(
+        default=None, description="Voigt stress in GPa (xx, yy, zz, yz, xz, xy), JSON."
+    )
+    dispersion: str = Field(default="none", max_length=8)
+    ref_energy_per_atom_ev: float | None = Field(default=None)
+    energy_diff_per_atom_ev: float | None = Field(
+        default=None, description="This MLIP's energy per atom minus the reference's."
+    )
+    force_rmse_ev_a: float | None = Field(
+        default=None, description="RMS over atoms and components of the force difference."
+    )
+    force_max_ev_a: float | None = Field(
+        default=None, description="Largest per-atom force difference (norm)."
+    )
+    ref_source: str | None = Field(
+        default=None, max_length=16, description="frame, mlip or thermo (energy only)."
+    )
+    method: str | None = Field(default=None, max_length=512)
+    created_at: datetime = Field(default_factory=utcnow)
 
 
 class Experiment(SQLModel, table=True):
@@ -395,6 +490,6 @@ class Report(SQLModel, table=True):
 
 
 TABLES = (
-    MLIP, Composition, Protocol, Run, Frame, Thermo, Speciation, Coordination,
-    Property, WindowStat, Experiment, CrystalVolume, Report,
+    MLIP, Composition, Protocol, Run, Frame, Thermo, Analysis, Speciation, Coordination,
+    Property, WindowStat, FrameEval, Experiment, CrystalVolume, Report,
 )  # fmt: skip

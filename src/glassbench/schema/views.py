@@ -2,8 +2,13 @@
 
 The SQL is portable between SQLite and PostgreSQL (window functions, CASE, CTEs only).
 Each released set of views is frozen under a version name because migrations import it:
-``VIEWS_V1`` lives, self-contained, in :mod:`glassbench.schema.views_v1`; ``VIEWS_V2`` is
-built here from the current vocabulary and is frozen in turn once a ``VIEWS_V3`` appears.
+``VIEWS_V1`` and ``VIEWS_V2`` live, self-contained, in :mod:`glassbench.schema.views_v1` and
+:mod:`glassbench.schema.views_v2`; ``VIEWS_V3`` is built here from the current vocabulary and
+is frozen in turn once a ``VIEWS_V4`` appears.
+
+Every view but ``run_summary_by_analysis`` and ``cross_eval`` shows the ``default`` analysis
+(``analysis_id = 1``: the cutoffs the frames were stored with); other analyses
+(``glassbench reanalyze``) appear only in ``run_summary_by_analysis``.
 
 - ``run_final_frame``: the frame that stands for a run's final structure (stage ``final``
   if present, otherwise the last non-strain frame).
@@ -20,6 +25,12 @@ built here from the current vocabulary and is frozen in turn once a ``VIEWS_V3``
 - ``run_value``: long format (run, property, value) of every comparable quantity of done runs.
 - ``mlip_mae``: one row per MLIP x property: n, MAE and mean signed error against experiment,
   seeds averaged first.
+- ``run_summary_by_analysis``: one row per run and analysis under which its final frame was
+  analysed: the run's key, the analysis's name and cutoffs, and each windowed quantity (the
+  window mean of that analysis where the run has one, else the final frame's value).
+- ``cross_eval``: one row per frame evaluated by an MLIP (``frame_eval``): the run that made
+  the frame, the evaluating MLIP, energy per atom and its difference from the making MLIP's,
+  force RMSE and maximum difference.
 """
 
 from __future__ import annotations
@@ -34,6 +45,7 @@ from glassbench.schema.models import (
     WINDOW_QUANTITIES,
 )
 from glassbench.schema.views_v1 import VIEWS_V1
+from glassbench.schema.views_v2 import VIEWS_V2
 
 __all__ = [
     "CURRENT_VIEWS",
@@ -41,11 +53,14 @@ __all__ = [
     "RUN_SUMMARY_COLUMNS",
     "VIEWS_V1",
     "VIEWS_V2",
+    "VIEWS_V3",
     "create_views_sql",
     "drop_views_sql",
 ]
 
 _FRACTIONS = SPECIATION_FRACTIONS
+# The default analysis (schema.models.DEFAULT_ANALYSIS_ID), a literal in the SQL below.
+_DEFAULT = 1
 
 
 def _count(units: tuple[str, ...]) -> str:
@@ -67,16 +82,26 @@ def _fraction_columns() -> list[str]:
 
 def _frame_fractions_sql() -> str:
     cols = ["s.frame_id AS frame_id", *_fraction_columns()]
-    return "SELECT " + ",\n  ".join(cols) + "\nFROM speciation s GROUP BY s.frame_id"
+    return (
+        "SELECT " + ",\n  ".join(cols) + "\nFROM speciation s "
+        f"WHERE s.analysis_id = {_DEFAULT} GROUP BY s.frame_id"
+    )
 
 
-def _final_fractions_sql() -> str:
+def _final_fractions_sql(by_analysis: bool = False) -> str:
     # Aggregates only the final frame's rows: a join with frame_fractions would group the
     # speciation of every frame of every run before picking one per run.
+    if by_analysis:
+        cols = ["rf.run_id AS run_id", "s.analysis_id AS analysis_id", *_fraction_columns()]
+        return (
+            "SELECT " + ",\n    ".join(cols) + "\n  FROM run_final_frame rf "
+            "JOIN speciation s ON s.frame_id = rf.frame_id GROUP BY rf.run_id, s.analysis_id"
+        )
     cols = ["rf.run_id AS run_id", *_fraction_columns()]
     return (
         "SELECT " + ",\n    ".join(cols) + "\n  FROM run_final_frame rf "
-        "JOIN speciation s ON s.frame_id = rf.frame_id GROUP BY rf.run_id"
+        f"JOIN speciation s ON s.frame_id = rf.frame_id AND s.analysis_id = {_DEFAULT} "
+        "GROUP BY rf.run_id"
     )
 
 
@@ -103,15 +128,20 @@ _FINAL_VALUE = {
 _PROTOCOL_NAME = "COALESCE(pt.name, pt.kind || ' ' || SUBSTR(pt.content_hash, 1, 8))"
 
 
-def _window_sql() -> str:
+def _window_sql(by_analysis: bool = False) -> str:
     cols = ",\n    ".join(
         f"MAX(CASE WHEN w.quantity = '{q}' THEN w.mean END) AS {q}, "
         f"MAX(CASE WHEN w.quantity = '{q}' THEN w.stderr END) AS {q}_stderr"
         for q in WINDOW_QUANTITIES
     )
+    if by_analysis:
+        return f"""SELECT w.run_id AS run_id, w.analysis_id AS analysis_id,
+    MAX(w.n_frames) AS window_frames,
+    {cols}
+  FROM window_stat w GROUP BY w.run_id, w.analysis_id"""
     return f"""SELECT w.run_id AS run_id, MAX(w.n_frames) AS window_frames,
     {cols}
-  FROM window_stat w GROUP BY w.run_id"""
+  FROM window_stat w WHERE w.analysis_id = {_DEFAULT} GROUP BY w.run_id"""
 
 
 def _run_detail_sql() -> str:
@@ -154,10 +184,56 @@ LEFT JOIN run_final_frame rf ON rf.run_id = r.id
 LEFT JOIN (
   {_final_fractions_sql()}
 ) ff ON ff.run_id = r.id
-LEFT JOIN coordination co ON co.frame_id = rf.frame_id
+LEFT JOIN coordination co ON co.frame_id = rf.frame_id AND co.analysis_id = {_DEFAULT}
 LEFT JOIN (
   {_window_sql()}
 ) ws ON ws.run_id = r.id
+"""
+
+
+def _by_analysis_sql() -> str:
+    value_cols = ",\n  ".join(
+        f"CASE WHEN ws.run_id IS NULL THEN {final} ELSE ws.{q} END AS {q}"
+        for q, final in _FINAL_VALUE.items()
+    )
+    return f"""
+SELECT a.name AS analysis, r.id AS run_id, m.name AS mlip, c.x AS x,
+  r.quench_rate_k_ps AS quench_rate_k_ps, r.seed AS seed, {_PROTOCOL_NAME} AS protocol,
+  r.status AS status, r.source AS source, a.id AS analysis_id, a.cutoffs_json AS cutoffs,
+  {value_cols},
+  ws.window_frames AS window_frames
+FROM run r
+JOIN mlip m ON m.id = r.mlip_id
+JOIN composition c ON c.id = r.composition_id
+JOIN protocol pt ON pt.id = r.protocol_id
+JOIN run_final_frame rf ON rf.run_id = r.id
+JOIN coordination co ON co.frame_id = rf.frame_id
+JOIN analysis a ON a.id = co.analysis_id
+LEFT JOIN (
+  {_final_fractions_sql(by_analysis=True)}
+) ff ON ff.run_id = r.id AND ff.analysis_id = a.id
+LEFT JOIN (
+  {_window_sql(by_analysis=True)}
+) ws ON ws.run_id = r.id AND ws.analysis_id = a.id
+"""
+
+
+_CROSS_EVAL = f"""
+SELECT fe.id AS eval_id, r.id AS run_id, m.name AS mlip, e.name AS evaluator, c.x AS x,
+  r.quench_rate_k_ps AS quench_rate_k_ps, r.seed AS seed, {_PROTOCOL_NAME} AS protocol,
+  f.id AS frame_id, f.stage AS stage, f.step AS step, fe.n_atoms AS n_atoms,
+  fe.energy_per_atom_ev AS energy_per_atom_ev,
+  fe.ref_energy_per_atom_ev AS ref_energy_per_atom_ev,
+  fe.energy_diff_per_atom_ev AS energy_diff_per_atom_ev,
+  fe.force_rmse_ev_a AS force_rmse_ev_a, fe.force_max_ev_a AS force_max_ev_a,
+  fe.ref_source AS ref_source, fe.dispersion AS dispersion
+FROM frame_eval fe
+JOIN frame f ON f.id = fe.frame_id
+JOIN run r ON r.id = f.run_id
+JOIN mlip m ON m.id = r.mlip_id
+JOIN mlip e ON e.id = fe.mlip_id
+JOIN composition c ON c.id = r.composition_id
+JOIN protocol pt ON pt.id = r.protocol_id
 """
 
 
@@ -230,17 +306,19 @@ def _summary_sql() -> str:
     return "SELECT " + ", ".join(RUN_SUMMARY_COLUMNS) + " FROM run_detail"
 
 
-# Frozen once a later version exists: migration 0002 imports it.
-VIEWS_V2: tuple[tuple[str, str], ...] = (
+# Frozen once a later version exists: migration 0003 imports it.
+VIEWS_V3: tuple[tuple[str, str], ...] = (
     ("run_final_frame", _RUN_FINAL_FRAME),
     ("frame_fractions", _frame_fractions_sql()),
     ("run_detail", _run_detail_sql()),
     ("run_summary", _summary_sql()),
     ("run_value", _run_value_sql()),
     ("mlip_mae", _MLIP_MAE),
+    ("run_summary_by_analysis", _by_analysis_sql()),
+    ("cross_eval", _CROSS_EVAL),
 )
 
-CURRENT_VIEWS = VIEWS_V2
+CURRENT_VIEWS = VIEWS_V3
 
 
 def create_views_sql(views: tuple[tuple[str, str], ...] = CURRENT_VIEWS) -> list[str]:

@@ -31,7 +31,7 @@ from glassbench.schema import (
     Thermo,
     pack_array,
 )
-from glassbench.schema.models import WindowStat
+from glassbench.schema.models import DEFAULT_ANALYSIS_ID, FrameEval, WindowStat
 
 if TYPE_CHECKING:
     from glassbench.analysis import FrameAnalysis
@@ -49,9 +49,11 @@ THERMO_COLUMNS = (
 )
 
 
-# The per-run tables that clear_run_data empties besides frames and their analyses: one list,
-# which a new per-run table joins (and which a test writing at an older revision can trim).
+# The per-run tables that clear_run_data empties besides frames, and the per-frame tables
+# that hang off frames (every analysis, every evaluation): lists that a new table joins (and
+# that a test writing at an older revision can trim).
 RUN_DATA_TABLES: tuple[type[SQLModel], ...] = (Thermo, Property, WindowStat)
+FRAME_DATA_TABLES: tuple[type[SQLModel], ...] = (Speciation, Coordination, FrameEval)
 
 
 class NotFound(LookupError):
@@ -208,10 +210,13 @@ def protocol_id(
 
 
 def clear_run_data(session: Session, run_id: int) -> None:
-    """Delete everything stored under a run (frames, analyses, thermo, properties, windows)."""
+    """Delete everything stored under a run (frames, their analyses and evaluations, thermo,
+    properties, windows)."""
     frame_ids = select(Frame.id).where(Frame.run_id == run_id)
-    session.execute(sa.delete(Speciation).where(Speciation.frame_id.in_(frame_ids)))  # type: ignore[attr-defined]
-    session.execute(sa.delete(Coordination).where(Coordination.frame_id.in_(frame_ids)))  # type: ignore[attr-defined]
+    # Core deletes on the tables: an ORM delete would also fetch every deleted key.
+    for table in FRAME_DATA_TABLES:
+        tbl: sa.Table = table.__table__  # type: ignore[attr-defined]
+        session.execute(sa.delete(tbl).where(tbl.c.frame_id.in_(frame_ids)))
     session.execute(sa.delete(Frame).where(Frame.run_id == run_id))  # type: ignore[arg-type]
     for table in RUN_DATA_TABLES:
         session.execute(sa.delete(table).where(table.run_id == run_id))  # type: ignore[attr-defined]
@@ -334,9 +339,15 @@ def frame_row(
     pbc: Sequence[bool] = (True, True, True),
     time_ps: float | None = None,
     temperature_k: float | None = None,
+    forces: np.ndarray | None = None,
+    energy_ev: float | None = None,
 ) -> dict[str, Any]:
-    """The frame table's row for one structure (arrays compressed), for :func:`add_frames`."""
-    return {
+    """The frame table's row for one structure (arrays compressed), for :func:`add_frames`.
+
+    ``forces`` (eV/Å) and ``energy_ev`` are those of the MLIP that made the structure, where
+    known; the keys are left out when not given.
+    """
+    row = {
         "run_id": run_id,
         "stage": stage,
         "step": int(step),
@@ -348,6 +359,17 @@ def frame_row(
         "numbers": pack_array(np.asarray(numbers, dtype=np.int16)),
         "positions": pack_array(np.asarray(positions, dtype=np.float64)),
     }
+    if forces is not None:
+        f = np.asarray(forces, dtype=np.float64)
+        if f.shape != (len(numbers), 3):
+            raise BadRows(f"forces have shape {f.shape}, expected ({len(numbers)}, 3)")
+        row["forces"] = pack_array(f)
+    if energy_ev is not None:
+        row["energy_ev"] = _clean(energy_ev)
+    return row
+
+
+_OPTIONAL_FRAME_COLUMNS = ("forces", "energy_ev")
 
 
 def add_frames(
@@ -369,7 +391,12 @@ def add_frames(
     keys = [(int(r["run_id"]), int(r["step"])) for r in rows]
     if len(set(keys)) != len(keys):
         raise BadRows("two frames of one batch have the same step")
+    # One executemany needs one set of keys: a column some rows give is NULL in the others.
+    optional = [c for c in _OPTIONAL_FRAME_COLUMNS if any(c in r for r in rows)]
+    if optional:
+        rows = [{**{c: None for c in optional}, **r} for r in rows]
     table: sa.Table = Frame.__table__  # type: ignore[attr-defined]
+    replaced = _existing_frames(session, keys)
     stmt = _insert(session, Frame)
     stmt = stmt.on_conflict_do_update(
         index_elements=["run_id", "step"],
@@ -379,10 +406,32 @@ def add_frames(
     # PostgreSQL's rows by id, which is wrong when the upsert updated an older row.
     by_key = {(int(r), int(s)): int(fid) for r, s, fid in session.execute(stmt, list(rows))}
     ids = [by_key[k] for k in keys]
+    if replaced:
+        # A rewritten structure invalidates whatever was computed from the old one: other
+        # analyses and evaluations go (the default analysis is replaced below when given).
+        for model in FRAME_DATA_TABLES:
+            derived: sa.Table = model.__table__  # type: ignore[attr-defined]
+            stale = sa.delete(derived).where(derived.c.frame_id.in_(replaced))
+            if "analysis_id" in derived.c:
+                stale = stale.where(derived.c.analysis_id != DEFAULT_ANALYSIS_ID)
+            session.execute(stale)
     _write_analyses(
         session, [(fid, a) for fid, a in zip(ids, analyses, strict=True) if a is not None]
     )
     return ids
+
+
+def _existing_frames(session: Session, keys: Sequence[tuple[int, int]]) -> list[int]:
+    """Ids of the frames among ``keys`` (run, step) already stored (usually none)."""
+    by_run: dict[int, list[int]] = {}
+    for run_id, step in keys:
+        by_run.setdefault(run_id, []).append(step)
+    table: sa.Table = Frame.__table__  # type: ignore[attr-defined]
+    found: list[int] = []
+    for run_id, steps in by_run.items():
+        query = sa.select(table.c.id).where(table.c.run_id == run_id, table.c.step.in_(steps))
+        found += [int(f) for f in session.execute(query).scalars()]
+    return found
 
 
 def add_frame(
@@ -398,6 +447,8 @@ def add_frame(
     time_ps: float | None = None,
     temperature_k: float | None = None,
     analysis: FrameAnalysis | None = None,
+    forces: np.ndarray | None = None,
+    energy_ev: float | None = None,
 ) -> int:
     """Store one frame (arrays compressed) and its analysis; an existing step is replaced."""
     row = frame_row(
@@ -410,27 +461,57 @@ def add_frame(
         pbc=pbc,
         time_ps=time_ps,
         temperature_k=temperature_k,
+        forces=forces,
+        energy_ev=energy_ev,
     )
     return add_frames(session, [row], [analysis])[0]
 
 
-def add_analysis(session: Session, frame_id: int, analysis: FrameAnalysis) -> None:
-    """Store (or replace) a frame's speciation and coordination."""
-    _write_analyses(session, [(frame_id, analysis)])
+def add_analysis(
+    session: Session,
+    frame_id: int,
+    analysis: FrameAnalysis,
+    *,
+    analysis_id: int = DEFAULT_ANALYSIS_ID,
+) -> None:
+    """Store (or replace) a frame's speciation and coordination under one analysis."""
+    _write_analyses(session, [(frame_id, analysis)], analysis_id=analysis_id)
 
 
-def speciation_rows(frame_id: int, analysis: FrameAnalysis) -> list[dict[str, Any]]:
-    """The speciation table's rows for one analysed frame (one per unit)."""
+def add_analyses(
+    session: Session,
+    analysed: Sequence[tuple[int, FrameAnalysis]],
+    *,
+    analysis_id: int = DEFAULT_ANALYSIS_ID,
+) -> None:
+    """Store (or replace) the speciation and coordination of many frames under one analysis:
+    two deletes and two executemany however many frames."""
+    _write_analyses(session, analysed, analysis_id=analysis_id)
+
+
+def speciation_rows(
+    frame_id: int, analysis: FrameAnalysis, analysis_id: int = DEFAULT_ANALYSIS_ID
+) -> list[dict[str, Any]]:
+    """The speciation table's rows for one analysed frame (one per unit).
+
+    The default analysis is the column's default and is left out of the rows (so writes of
+    the default analysis also work on a database at a revision before analyses).
+    """
+    extra = {} if analysis_id == DEFAULT_ANALYSIS_ID else {"analysis_id": analysis_id}
     return [
-        {"frame_id": frame_id, "unit": u, "count": int(c)}
+        {"frame_id": frame_id, "unit": u, "count": int(c), **extra}
         for u, c in analysis.unit_counts().items()
     ]
 
 
-def coordination_row(frame_id: int, analysis: FrameAnalysis) -> dict[str, Any]:
-    """The coordination table's row for one analysed frame."""
+def coordination_row(
+    frame_id: int, analysis: FrameAnalysis, analysis_id: int = DEFAULT_ANALYSIS_ID
+) -> dict[str, Any]:
+    """The coordination table's row for one analysed frame (analysis as in speciation_rows)."""
     na, ss = analysis.na, analysis.ss
+    extra = {} if analysis_id == DEFAULT_ANALYSIS_ID else {"analysis_id": analysis_id}
     return {
+        **extra,
         "frame_id": frame_id,
         "na_n": int(na.n),
         "na_cn_mean": _clean(na.cn_mean) if na.n else None,
@@ -444,19 +525,33 @@ def coordination_row(frame_id: int, analysis: FrameAnalysis) -> dict[str, Any]:
     }
 
 
-def _write_analyses(session: Session, analysed: Sequence[tuple[int, FrameAnalysis]]) -> None:
-    """Replace the analyses of the frames ``analysed`` names: two deletes, two executemany."""
+def _write_analyses(
+    session: Session,
+    analysed: Sequence[tuple[int, FrameAnalysis]],
+    *,
+    analysis_id: int = DEFAULT_ANALYSIS_ID,
+) -> None:
+    """Replace one analysis of the frames ``analysed`` names: two deletes, two executemany.
+
+    A new default analysis (the frames were just stored, or stored again) replaces every
+    analysis of those frames: the others were computed from what was there before. Another
+    analysis replaces only its own rows.
+    """
     if not analysed:
         return
     frame_ids = [fid for fid, _ in analysed]
-    for tbl in (Speciation, Coordination):
-        session.execute(sa.delete(tbl).where(tbl.frame_id.in_(frame_ids)))  # type: ignore[attr-defined]
-    spec = [row for fid, a in analysed for row in speciation_rows(fid, a)]
+    for model in (Speciation, Coordination):
+        tbl: sa.Table = model.__table__  # type: ignore[attr-defined]
+        stmt = sa.delete(tbl).where(tbl.c.frame_id.in_(frame_ids))
+        if analysis_id != DEFAULT_ANALYSIS_ID:
+            stmt = stmt.where(tbl.c.analysis_id == analysis_id)
+        session.execute(stmt)
+    spec = [row for fid, a in analysed for row in speciation_rows(fid, a, analysis_id)]
     if spec:
         session.execute(sa.insert(Speciation.__table__), spec)  # type: ignore[attr-defined]
     session.execute(
         sa.insert(Coordination.__table__),  # type: ignore[attr-defined]
-        [coordination_row(fid, a) for fid, a in analysed],
+        [coordination_row(fid, a, analysis_id) for fid, a in analysed],
     )
 
 

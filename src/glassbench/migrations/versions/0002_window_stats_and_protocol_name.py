@@ -20,8 +20,9 @@ import sqlalchemy as sa
 import sqlmodel.sql.sqltypes
 from alembic import op
 
-from glassbench.schema.views import VIEWS_V2, create_views_sql, drop_views_sql
+from glassbench.schema.views import create_views_sql, drop_views_sql
 from glassbench.schema.views_v1 import VIEWS_V1
+from glassbench.schema.views_v2 import VIEWS_V2
 
 revision = "0002"
 down_revision = "0001"
