@@ -27,6 +27,12 @@ from urllib.parse import quote
 import pytest
 from click.testing import CliRunner, Result
 
+# What `glassbench` itself does before anything can import torch (cli.main ->
+# prefer_passive_wait): in-process CLI tests never pass through main(), and OpenMP reads the
+# policy once, when torch loads. Spinning idle threads on a busy 2-core machine made a short
+# melt-quench take ~100 s instead of ~6 s.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 # Weights of the shared tiny MACE. Any seed gives a stand-in stable enough for the tiny runs;
 # 3 is the one the melt-quench and reliability tests were written with.
 TINY_MACE_SEED = 3

@@ -54,6 +54,16 @@ if TYPE_CHECKING:
     from glassbench.runners.registry import Registration as Registration
     from glassbench.runners.registry import list_mlips as list_mlips
     from glassbench.runners.registry import register_mlip as register_mlip
+    from glassbench.service.selection import RunSelector as RunSelector
+    from glassbench.service.selection import select_runs as select_runs
+    from glassbench.stored.analyses import add_analysis as add_analysis
+    from glassbench.stored.analyses import compare_analyses as compare_analyses
+    from glassbench.stored.analyses import list_analyses as list_analyses
+    from glassbench.stored.analyses import reanalyze as reanalyze
+    from glassbench.stored.elastic import compute_elastic as compute_elastic
+    from glassbench.stored.energy import compute_energy as compute_energy
+    from glassbench.stored.export import export_frames as export_frames
+    from glassbench.stored.export import export_run as export_run
 
 # name -> module it lives in (imported on first use)
 _LAZY: dict[str, str] = {
@@ -82,6 +92,16 @@ _LAZY: dict[str, str] = {
     "ReportResult": "glassbench.reports.generate",
     "StructureFile": "glassbench.analysis.files",
     "FileAnalysis": "glassbench.analysis.files",
+    "RunSelector": "glassbench.service.selection",
+    "select_runs": "glassbench.service.selection",
+    "add_analysis": "glassbench.stored.analyses",
+    "list_analyses": "glassbench.stored.analyses",
+    "compare_analyses": "glassbench.stored.analyses",
+    "reanalyze": "glassbench.stored.analyses",
+    "compute_elastic": "glassbench.stored.elastic",
+    "compute_energy": "glassbench.stored.energy",
+    "export_frames": "glassbench.stored.export",
+    "export_run": "glassbench.stored.export",
 }
 
 __all__ = ["BadInput", "Failure", "GlassbenchError", "connect", "read_sql", *sorted(_LAZY)]

@@ -195,3 +195,35 @@ def test_downgrade_base_refuses_on_a_populated_database(
         assert _counts(engine, first) == counts
     finally:
         engine.dispose()
+
+
+def test_views_and_analyses_after_upgrading_a_populated_database(
+    at_first_revision: tuple[Cli, Any, list[str]],
+) -> None:
+    """Revision 0003 (analyses) on a populated database: every existing analysis row becomes
+    the default analysis, the views show the same numbers as before it, and a new analysis
+    gets an id of its own (PostgreSQL's sequence was moved past the default's)."""
+    gb, engine, _ = at_first_revision
+    gb.ok("db", "upgrade", "0002")
+    query = "SELECT * FROM run_summary ORDER BY mlip, x, quench_rate_k_ps, seed"
+    before = gb.ok("sql", query, "--format", "csv").output
+    gb.ok("db", "upgrade", "head")
+    assert gb.ok("sql", query, "--format", "csv").output == before
+    with engine.connect() as c:
+        per_analysis = dict(
+            c.execute(
+                sa.text("SELECT analysis_id, COUNT(*) FROM speciation GROUP BY analysis_id")
+            ).all()
+        )
+        names = c.execute(sa.text("SELECT id, name FROM analysis")).all()
+    assert list(per_analysis) == [1] and per_analysis[1] > 0
+    assert [tuple(r) for r in names] == [(1, "default")]
+    with engine.begin() as c:
+        new_id = c.execute(
+            sa.text(
+                "INSERT INTO analysis (name, cutoffs_json, created_at) "
+                "VALUES ('wide', '{}', CURRENT_TIMESTAMP) RETURNING id"
+            )
+        ).scalar_one()
+    assert new_id == 2
+    engine.dispose()

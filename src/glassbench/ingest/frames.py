@@ -29,7 +29,11 @@ SYMBOL_BY_Z = {11: "Na", 15: "P", 16: "S", 8: "O"}
 
 @dataclass(frozen=True)
 class FrameData:
-    """One structure on its way to the database (Å, ps, K; cell rows are the cell vectors)."""
+    """One structure on its way to the database (Å, ps, K; cell rows are the cell vectors).
+
+    ``forces`` (eV/Å) and ``energy_ev`` are those of the potential that made the structure,
+    where the file has them: the reference of ``glassbench compute energy``.
+    """
 
     step: int
     numbers: NDArray[np.integer[Any]]
@@ -40,6 +44,8 @@ class FrameData:
     temperature_k: float | None = None
     stage: str | None = None
     where: str | None = None
+    forces: NDArray[np.floating[Any]] | None = None
+    energy_ev: float | None = None
 
 
 @dataclass
@@ -90,7 +96,19 @@ def validate_frame(frame: FrameData, reference: FrameData | None) -> None:
         volume = abs(float(np.linalg.det(frame.cell)))
     if any(frame.pbc) and volume < 1e-9:
         raise InvalidData("periodic cell has zero volume", where=frame.where)
-    for name, v in (("time", frame.time_ps), ("temperature", frame.temperature_k)):
+    if frame.forces is not None:
+        if frame.forces.shape != (n, 3):
+            raise InvalidData(
+                f"forces have shape {frame.forces.shape}, expected ({n}, 3)", where=frame.where
+            )
+        if not np.isfinite(frame.forces).all():
+            bad = int(np.flatnonzero(~np.isfinite(frame.forces).all(axis=1))[0])
+            raise InvalidData(f"atom {bad + 1}: force is NaN or infinite", where=frame.where)
+    for name, v in (
+        ("time", frame.time_ps),
+        ("temperature", frame.temperature_k),
+        ("energy", frame.energy_ev),
+    ):
         if v is not None and not math.isfinite(v):
             raise InvalidData(f"{name} is NaN or infinite", where=frame.where)
     if reference is not None:
@@ -131,6 +149,8 @@ def add_frames(
             pbc=f.pbc,
             time_ps=f.time_ps,
             temperature_k=f.temperature_k,
+            forces=f.forces,
+            energy_ev=f.energy_ev,
         )
         for f, stage, _ in items
     ]

@@ -2,7 +2,9 @@
 
 ``ITEM:``-structured text dumps with any column order, ``type`` or ``element`` columns,
 wrapped/unwrapped/scaled coordinates and triclinic boxes (converted to an ASE-style cell whose
-rows are the cell vectors, origin at the box's lower corner). :func:`dump_frames` gives each
+rows are the cell vectors, origin at the box's lower corner). ``fx fy fz`` columns, where
+present, are the forces of the potential that ran the simulation, converted from the unit
+style's force unit (energy/Å) to eV/Å. :func:`dump_frames` gives each
 frame the stored step and time of the log read with ``ingest/lammps_log.py``.
 
 Every problem is a :class:`~glassbench.errors.BadInput` naming the file, the frame and the line.
@@ -54,6 +56,7 @@ class StepMapper:
 
 
 _COORDS = (("x", "y", "z"), ("xu", "yu", "zu"), ("xs", "ys", "zs"), ("xsu", "ysu", "zsu"))
+_FORCES = ("fx", "fy", "fz")
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,8 @@ class DumpFrame:
     cell: NDArray[np.float64]
     pbc: tuple[bool, bool, bool]
     time: float | None  # from ITEM: TIME, in the dump's time unit
+    # fx fy fz in the unit style's force unit (energy unit / Å), sorted like the atoms
+    forces: NDArray[np.float64] | None = None
 
     @property
     def where(self) -> str:
@@ -259,11 +264,26 @@ class LammpsDump:
         has_element = "element" in col
         if not has_element and "type" not in col:
             raise self._bad("neither a 'type' nor an 'element' column", item_line, index)
+        given = [c for c in _FORCES if c in col]
+        if given and len(given) < len(_FORCES):
+            raise self._bad(
+                f"force columns {' '.join(given)} without "
+                f"{' '.join(c for c in _FORCES if c not in col)}",
+                item_line,
+                index,
+            )
         numeric = [col[c] for c in coords]
+        # Where each optional column lands in `data`: after the three coordinates.
+        id_at = type_at = forces_at = -1
         if "id" in col:
+            id_at = len(numeric)
             numeric.append(col["id"])
         if not has_element:
+            type_at = len(numeric)
             numeric.append(col["type"])
+        if given:
+            forces_at = len(numeric)
+            numeric += [col[c] for c in _FORCES]
         try:
             data = np.loadtxt(io.BytesIO(blob), usecols=numeric, ndmin=2, dtype=np.float64)
         except ValueError:
@@ -281,7 +301,7 @@ class LammpsDump:
         if has_element:
             numbers = self._elements(index, first_line, lines, col["element"])
         else:
-            types = data[:, -1]
+            types = data[:, type_at]
             with np.errstate(invalid="ignore"):  # huge values: caught by `t != types` below
                 t = types.astype(np.int64)
             bad = (t != types) | (t < 1) | (t >= len(self._types))
@@ -294,12 +314,15 @@ class LammpsDump:
                     index,
                 )
             numbers = self._types[t]
-        if "id" in col:
-            ids = data[:, 3]
+        forces = data[:, forces_at : forces_at + 3] if given else None
+        if id_at >= 0:
+            ids = data[:, id_at]
             order = np.argsort(ids, kind="stable")
             if len(np.unique(ids)) != n:
                 raise self._bad("duplicate atom ids", item_line, index)
             numbers, pos = numbers[order], pos[order]
+            if forces is not None:
+                forces = forces[order]
         time = header.get("time")
         return DumpFrame(
             index=index,
@@ -310,6 +333,7 @@ class LammpsDump:
             cell=cell,
             pbc=pbc,
             time=float(time) if time is not None else None,
+            forces=None if forces is None else np.ascontiguousarray(forces),
         )
 
     def _elements(
@@ -378,6 +402,16 @@ def dump_frames(dump: LammpsDump, log: LogInfo) -> Iterator[FrameData]:
             time_ps: float | None = f.time * UNIT_SYSTEMS[units].time_ps
         else:
             time_ps = log.time_at(step)
+        forces = None
+        if f.forces is not None:
+            if units not in UNIT_SYSTEMS:
+                raise BadInput(
+                    "the dump has forces but the unit style is unknown (no `units` in the log)",
+                    source=str(dump.path),
+                    where=f.where,
+                )
+            # Force unit = energy unit / Å in both metal and real: one factor, the energy's.
+            forces = f.forces * UNIT_SYSTEMS[units].energy_ev
         yield FrameData(
             step=step,
             numbers=f.numbers,
@@ -386,4 +420,5 @@ def dump_frames(dump: LammpsDump, log: LogInfo) -> Iterator[FrameData]:
             pbc=f.pbc,
             time_ps=time_ps,
             where=f.where,
+            forces=forces,
         )

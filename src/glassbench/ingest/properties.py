@@ -1,7 +1,9 @@
-"""Run properties computed from the stored data: the one density estimator of glassbench.
+"""Run properties computed from the stored data: the one density estimator of glassbench,
+and the one writer of elastic moduli.
 
 Used by the ingests and by the live runner alike: a block mean of the thermo density over a
-window at the end of the run, aggregated in SQL.
+window at the end of the run, aggregated in SQL. :func:`store_elastic` writes the moduli of
+the runner (``--elastic``) and of ``glassbench compute elastic`` alike.
 """
 
 from __future__ import annotations
@@ -9,13 +11,17 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from glassbench.schema import Thermo
+from glassbench.schema import Property, Thermo
 from glassbench.service.repos import THERMO_COLUMNS, set_property
+
+if TYPE_CHECKING:
+    from glassbench.runners.elastic import ElasticResult
 
 DENSITY_TAIL_FRACTION = 0.2
 DENSITY_BLOCKS = 5
@@ -138,3 +144,53 @@ def density_from(counts: Mapping[str, int] | None, volume_a3: float | None) -> f
     if any(c and el not in MASSES_AMU for el, c in counts.items()):
         return None
     return density_g_cm3({el: c for el, c in counts.items() if c}, volume_a3)
+
+
+ELASTIC_PROPERTIES = ("bulk_modulus_gpa", "shear_modulus_gpa", "young_modulus_gpa", "poisson_ratio")
+NOT_CONVERGED = " (relaxation NOT converged)"
+
+
+def _method_length() -> int:
+    length = getattr(Property.__table__.c.method.type, "length", None)  # type: ignore[attr-defined]
+    return int(length) if length else 10_000
+
+
+def elastic_method(result: ElasticResult, prefix: str | None = None) -> str:
+    """The ``property.method`` of elastic moduli: ``prefix`` (who computed them on what), the
+    result's method, and NOT converged when any relaxation was not.
+
+    The column is short: when the result's full method does not fit, its short form is used,
+    and as a last resort the text is cut (the full method is always in ``details``).
+    """
+    flag = "" if result.converged else NOT_CONVERGED
+    limit = _method_length()
+    text = ""
+    for body in (result.method, result.short_method()):
+        text = f"{prefix}; {body}" if prefix else body
+        if len(text) + len(flag) <= limit:
+            return text + flag
+    return text[: limit - len(flag) - 3] + "..." + flag
+
+
+def store_elastic(
+    session: Session,
+    run_id: int,
+    result: ElasticResult,
+    *,
+    method: str | None = None,
+    details: Mapping[str, Any] | None = None,
+) -> dict[str, float]:
+    """Set the four elastic properties of a run (``ELASTIC_PROPERTIES``) from ``result``, each
+    with its standard uncertainty; their values by name.
+
+    ``method`` says who computed them on which structure (see :func:`elastic_method`);
+    ``details`` (default: ``result.to_dict()``) is stored beside each. The caller owns the
+    transaction: the four are written together or not at all.
+    """
+    text = elastic_method(result, method)
+    info = result.to_dict() if details is None else dict(details)
+    out: dict[str, float] = {}
+    for name, (value, err) in result.moduli().items():
+        set_property(session, run_id, name, value, stderr=err, method=text, details=info)
+        out[name] = value
+    return out

@@ -2,7 +2,8 @@
 
 Thermodynamics come from what ASE's writers store with each frame: the calculator results
 (``energy``/``free_energy``, ``stress``), the momenta (kinetic energy and temperature) and the
-cell (volume, density). ``info`` keys ``step``, ``time_ps`` (or ``time_fs``) and
+cell (volume, density). A frame's ``forces`` (eV/Å, ASE's unit) and energy are also kept with
+the frame itself: they are the reference of ``glassbench compute energy``. ``info`` keys ``step``, ``time_ps`` (or ``time_fs``) and
 ``temperature_k`` are used when present; otherwise the frame index is the step.
 
 extxyz is split into frames here (count line, comment line, atom lines), so a 1 GB file is
@@ -191,6 +192,14 @@ class AseTrajectory:
         energy = results.get("energy", results.get("free_energy", info.get("energy")))
         stress = results.get("stress", info.get("stress"))
         pe = _finite(energy, "energy", where, self)
+        forces = results.get("forces")
+        if forces is None and "forces" in atoms.arrays:  # extxyz columns ASE did not claim
+            forces = atoms.arrays["forces"]
+        if forces is not None:
+            try:
+                forces = np.asarray(forces, dtype=np.float64)
+            except (TypeError, ValueError):
+                raise self._bad("forces are not numbers", where) from None
         pressure = None
         if stress is not None:
             s = np.asarray(stress, dtype=float)
@@ -232,6 +241,8 @@ class AseTrajectory:
             pbc=(pbc[0], pbc[1], pbc[2]),
             time_ps=time_ps,
             where=where,
+            forces=forces,
+            energy_ev=pe,
         )
         thermo: dict[str, float | int | None] = {
             "step": step,

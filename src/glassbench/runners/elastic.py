@@ -119,6 +119,13 @@ class ElasticResult:
         out["reference_stress_gpa"] = list(self.reference_stress_gpa)
         return out
 
+    def short_method(self) -> str:
+        """:attr:`method` in fewer words, for where a line has little room (property.method)."""
+        ions = f"ions relaxed ({self.fmax:g} eV/A)" if self.relax_positions else "affine ions"
+        cell = f"cell relaxed at {self.pressure_gpa:g} GPa; " if self.relax_cell else ""
+        md = "" if self.md is None else f"; NVT MD at {self.md['temperature_k']:g} K"
+        return f"+/-{self.strain:g} x 6 Voigt strains, central diff.; {cell}{ions}{md}; VRH"
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ElasticResult:
         """The result `to_dict` wrote, also from before a field existed (it takes its default)."""
@@ -128,6 +135,70 @@ class ElasticResult:
         kw["strains"] = tuple((int(j), float(s)) for j, s in d["strains"])
         kw["reference_stress_gpa"] = tuple(float(v) for v in d.get("reference_stress_gpa", ()))
         return cls(**kw)
+
+
+@dataclass(frozen=True)
+class ElasticSettings:
+    """How moduli are computed: the one recipe of the runner (``--elastic``) and of
+    ``glassbench compute elastic`` (``glassbench.stored.elastic``).
+
+    The defaults are the runner's (``MeltQuenchParams.elastic_*``). ``temperature_k`` None:
+    static stresses; else the stress is averaged over NVT MD at that temperature, seeded by
+    ``seed`` (the run's seed). Invalid values are ``BadInput`` on the field's name.
+    """
+
+    strain: float = 0.005
+    fmax: float = 0.01
+    max_steps: int = 300
+    relax_positions: bool = True
+    relax_cell: bool = True
+    pressure_gpa: float = 0.0
+    temperature_k: float | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        from glassbench.errors import BadInput
+
+        if not 0 < self.strain < 0.1:
+            raise BadInput(f"must be in (0, 0.1), not {self.strain:g}", field="strain")
+        if not (self.fmax > 0 and math.isfinite(self.fmax)):
+            raise BadInput(f"must be > 0 eV/A, not {self.fmax:g}", field="fmax")
+        if self.max_steps < 1:
+            raise BadInput(f"must be at least 1, not {self.max_steps}", field="max_steps")
+        if not math.isfinite(self.pressure_gpa):
+            raise BadInput("must be finite", field="pressure_gpa")
+        if self.temperature_k is not None and not 0 < self.temperature_k < 5000:
+            raise BadInput(
+                f"must be in (0, 5000) K, not {self.temperature_k:g}", field="temperature_k"
+            )
+
+    def compute(self, atoms: Atoms, calc: Calculator) -> ElasticResult:
+        """Moduli of ``atoms`` (not modified) with ``calc``.
+
+        Only the structure counts: constraints and momenta of a live MD system are dropped,
+        so a runner's final atoms and the same structure read back from the database give
+        the same numbers.
+        """
+        clean = Atoms(
+            numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc
+        )
+        md = None
+        if self.temperature_k is not None:
+            md = ElasticMD(temperature_k=self.temperature_k, seed=self.seed)
+        return elastic_moduli(
+            clean,
+            calc,
+            strain=self.strain,
+            fmax=self.fmax,
+            max_steps=self.max_steps,
+            relax_positions=self.relax_positions,
+            relax_cell=self.relax_cell,
+            pressure_gpa=self.pressure_gpa,
+            md=md,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def voigt_strain_matrix(component: int, magnitude: float) -> FloatArray:

@@ -42,6 +42,8 @@ from glassbench.service import repos, runs, unit_of_work
 if TYPE_CHECKING:
     from ase.calculators.calculator import Calculator
 
+    from glassbench.runners.elastic import ElasticSettings
+
 log = logging.getLogger(__name__)
 
 
@@ -109,6 +111,11 @@ class MeltQuenchParams:
             raise BadInput("must be in (0, 0.1)", field="elastic_strain")
         if self.elastic_temperature_k is not None and not 0 < self.elastic_temperature_k < 5000:
             raise BadInput("must be in (0, 5000) K", field="elastic_temperature_k")
+        if self.elastic:
+            try:  # refused now, not at the end of the simulation
+                self.elastic_settings(spec.stages[-1].pressure_gpa)
+            except BadInput as exc:
+                raise BadInput(exc.detail, field=f"elastic_{exc.field}") from None
 
     def overrides(self) -> dict[str, Any]:
         """The run options given (not None) that override the protocol."""
@@ -152,6 +159,22 @@ class MeltQuenchParams:
 
     def target_temperature(self, step: int) -> float:
         return self.segment_at(step).temperature_at(step)
+
+    def elastic_settings(self, pressure_gpa: float) -> ElasticSettings:
+        """The ``elastic_*`` options as the recipe the runner and ``compute elastic`` share,
+        at ``pressure_gpa`` (the last stage's), seeded with the run's seed."""
+        from glassbench.runners.elastic import ElasticSettings
+
+        return ElasticSettings(
+            strain=self.elastic_strain,
+            fmax=self.elastic_fmax,
+            max_steps=self.elastic_max_steps,
+            relax_positions=self.elastic_relax_positions,
+            relax_cell=self.elastic_relax_cell,
+            pressure_gpa=pressure_gpa,
+            temperature_k=self.elastic_temperature_k,
+            seed=self.seed,
+        )
 
     def to_request(self) -> dict[str, Any]:
         """JSON-ready parameters for another interpreter (the protocol resolved, as a mapping)."""

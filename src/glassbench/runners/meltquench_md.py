@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 
 from glassbench.chemistry import mass_density_g_cm3
 from glassbench.errors import BadInput
-from glassbench.ingest.properties import store_density
+from glassbench.ingest.properties import store_density, store_elastic
 from glassbench.progress import make_bar
 from glassbench.runners.checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
 from glassbench.runners.meltquench import (
@@ -420,22 +420,8 @@ def _finish(
 
     elastic: Any = None
     if params.elastic:
-        from glassbench.runners.elastic import ElasticMD, elastic_moduli
-
-        md = None
-        if params.elastic_temperature_k is not None:
-            md = ElasticMD(temperature_k=params.elastic_temperature_k, seed=params.seed)
-        elastic = elastic_moduli(
-            atoms.copy(),
-            calc,
-            strain=params.elastic_strain,
-            fmax=params.elastic_fmax,
-            max_steps=params.elastic_max_steps,
-            relax_positions=params.elastic_relax_positions,
-            relax_cell=params.elastic_relax_cell,
-            pressure_gpa=spec.stages[-1].pressure_gpa,
-            md=md,
-        )
+        # The recipe `glassbench compute elastic` uses too (one code path).
+        elastic = params.elastic_settings(spec.stages[-1].pressure_gpa).compute(atoms, calc)
     final = atoms.copy()
     final_forces, final_energy = _forces_energy(atoms)
     cell = np.asarray(final.cell)
@@ -476,14 +462,7 @@ def _finish(
                 block_frames=spec.block_frames,
             )
             if elastic is not None:
-                method = elastic.method
-                if not elastic.converged:  # of any relaxation it did: cell or positions
-                    method += " (relaxation NOT converged)"
-                for name, (value, err) in elastic.moduli().items():
-                    props[name] = value
-                    repos.set_property(
-                        s, run_id, name, value, stderr=err, method=method, details=elastic.to_dict()
-                    )
+                props.update(store_elastic(s, run_id, elastic))
             runs.finish(s, run_id)
 
     retry_db(write_final, url=_url(engine), what=f"run {run_id}: final frame", log=log)

@@ -359,7 +359,9 @@ class Property(SQLModel, table=True):
     name: str = Field(max_length=32)
     value: float
     stderr: float | None = Field(default=None)
-    method: str | None = Field(default=None, max_length=256)
+    # Unbounded since revision 0003: an elastic method states strains, relaxations, pressure
+    # and the MLIP, past the 256 characters PostgreSQL enforced before.
+    method: str | None = Field(default=None)
     details_json: str | None = Field(default=None)
 
 
@@ -433,7 +435,7 @@ class FrameEval(SQLModel, table=True):
     ref_source: str | None = Field(
         default=None, max_length=16, description="frame, mlip or thermo (energy only)."
     )
-    method: str | None = Field(default=None, max_length=512)
+    method: str | None = Field(default=None)
     created_at: datetime = Field(default_factory=utcnow)
 
 

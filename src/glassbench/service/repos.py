@@ -541,7 +541,7 @@ def _write_analyses(
         return
     frame_ids = [fid for fid, _ in analysed]
     for model in (Speciation, Coordination):
-        tbl: sa.Table = model.__table__  # type: ignore[attr-defined]
+        tbl: sa.Table = model.__table__  # type: ignore[union-attr]
         stmt = sa.delete(tbl).where(tbl.c.frame_id.in_(frame_ids))
         if analysis_id != DEFAULT_ANALYSIS_ID:
             stmt = stmt.where(tbl.c.analysis_id == analysis_id)

@@ -4,7 +4,8 @@
 set -eu
 cd "$(dirname "$0")"
 LMP=${LMP:-lmp}
-for name in metal triclinic real; do
+# forces, forces-real: dumps with fx fy fz (tests/ingest/test_ingest_forces.py)
+for name in metal triclinic real forces forces-real; do
     "$LMP" -nocite -screen none -in "in.$name" -log "log.$name.lammps"
 done
 ls -l log.*.lammps dump.*.lammpstrj

@@ -11,6 +11,9 @@ Create Date: 2026-12-02 15:00:00.000000
   of the third.
 - ``frame.forces`` and ``frame.energy_ev``: the making MLIP's forces and energy, where known.
 - ``frame_eval``: a frame evaluated by another MLIP (``glassbench compute energy``).
+- ``property.method`` loses its 256-character limit: the method of elastic moduli computed
+  from a pressure-relaxed cell is longer, and PostgreSQL refused it (``run meltquench
+  --elastic`` failed there at revision 0002).
 - Views v2 -> v3 (``VIEWS_V3``: the v2 views restricted to the default analysis, plus
   ``run_summary_by_analysis`` and ``cross_eval``).
 
@@ -104,9 +107,9 @@ def _coordination_table(name: str, with_analysis: bool) -> None:
     op.create_table(name, *cols, sa.PrimaryKeyConstraint(*key, name=op.f("pk_coordination")))
 
 
-def _rebuild_sqlite(table: str, columns: str, with_analysis: bool, where: str = "") -> None:
+def _rebuild_sqlite(table: str, columns: str, with_analysis: bool) -> None:
     """SQLite cannot change a primary key: copy the (leaf) table aside, recreate, copy back."""
-    op.execute(f"CREATE TABLE _{table}_copy AS SELECT {columns} FROM {table} {where}")
+    op.execute(f"CREATE TABLE _{table}_copy AS SELECT {columns} FROM {table}")
     op.drop_table(table)
     if table == "speciation":
         _speciation_table(table, with_analysis)
@@ -168,6 +171,14 @@ def upgrade() -> None:
             batch_op.f("uq_window_stat_run_id_analysis_id_quantity"),
             ["run_id", "analysis_id", "quantity"],
         )
+    # `property` is a leaf: a batch copy (SQLite) is safe.
+    with op.batch_alter_table("property", schema=None) as batch_op:
+        batch_op.alter_column(
+            "method",
+            existing_type=sqlmodel.sql.sqltypes.AutoString(length=256),
+            type_=sqlmodel.sql.sqltypes.AutoString(),
+            existing_nullable=True,
+        )
     # Plain ADD COLUMN (a batch copy of `frame` would orphan its children; see 0002).
     op.add_column("frame", sa.Column("forces", sa.LargeBinary(), nullable=True))
     op.add_column("frame", sa.Column("energy_ev", sa.Float(), nullable=True))
@@ -187,7 +198,7 @@ def upgrade() -> None:
         sa.Column("force_rmse_ev_a", sa.Float(), nullable=True),
         sa.Column("force_max_ev_a", sa.Float(), nullable=True),
         sa.Column("ref_source", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=True),
-        sa.Column("method", sqlmodel.sql.sqltypes.AutoString(length=512), nullable=True),
+        sa.Column("method", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["frame_id"], ["frame.id"], name=op.f("fk_frame_eval_frame_id_frame")
@@ -208,6 +219,9 @@ def downgrade() -> None:
     kept = {
         "frame evaluations": "SELECT COUNT(*) FROM frame_eval",
         "analyses other than 'default'": "SELECT COUNT(*) FROM analysis WHERE id <> 1",
+        "property methods over 256 characters": (
+            "SELECT COUNT(*) FROM property WHERE LENGTH(method) > 256"
+        ),
     }
     for what, sql in kept.items():
         if bind.execute(sa.text(sql)).scalar_one():
@@ -221,6 +235,13 @@ def downgrade() -> None:
     op.drop_table("frame_eval")
     op.drop_column("frame", "energy_ev")
     op.drop_column("frame", "forces")
+    with op.batch_alter_table("property", schema=None) as batch_op:
+        batch_op.alter_column(
+            "method",
+            existing_type=sqlmodel.sql.sqltypes.AutoString(),
+            type_=sqlmodel.sql.sqltypes.AutoString(length=256),
+            existing_nullable=True,
+        )
     with op.batch_alter_table("window_stat", schema=None) as batch_op:
         batch_op.drop_constraint(
             batch_op.f("uq_window_stat_run_id_analysis_id_quantity"), type_="unique"
