@@ -101,5 +101,10 @@ def format_runs(runs: Sequence[SelectedRun]) -> str:
     return format_rows(cols, rows, "table")
 
 
+def listing(runs: Sequence[SelectedRun], selector: RunSelector) -> str:
+    """What ``--dry-run`` prints: the runs, or that none match."""
+    return format_runs(runs) if runs else no_runs_message(selector)
+
+
 def no_runs_message(selector: RunSelector) -> str:
     return f"no runs match ({selector.describe()})"

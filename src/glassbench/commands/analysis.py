@@ -14,7 +14,7 @@ import click
 from glassbench.cli import AppContext, pass_app
 from glassbench.commands._common import FORMAT_OPTION, format_rows
 from glassbench.commands._selector import (
-    format_runs,
+    listing,
     no_runs_message,
     selector_from,
     selector_options,
@@ -98,7 +98,7 @@ def compare(app: AppContext, /, quantity: str, fmt: str, **kwargs: Any) -> None:
         from glassbench.service.selection import select_runs
 
         runs = select_runs(app.engine, selector)
-        click.echo(format_runs(runs) if runs else no_runs_message(selector))
+        click.echo(listing(runs, selector))
         return
     result = compare_analyses(app.engine, quantity, selector)
     if not result.rows:

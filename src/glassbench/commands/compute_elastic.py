@@ -8,8 +8,7 @@ import click
 
 from glassbench.cli import AppContext, pass_app
 from glassbench.commands._selector import (
-    format_runs,
-    no_runs_message,
+    listing,
     selector_from,
     selector_options,
 )
@@ -104,7 +103,7 @@ def elastic(
     selector = selector_from(kwargs)
     if dry_run:
         chosen, runs = select_elastic_runs(app.engine, mlip, selector)
-        click.echo(format_runs(runs) if runs else no_runs_message(chosen))
+        click.echo(listing(runs, chosen))
         return
     report = compute_elastic(
         app.engine,

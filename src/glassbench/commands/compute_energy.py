@@ -11,7 +11,7 @@ import click
 
 from glassbench.cli import AppContext, pass_app
 from glassbench.commands._selector import (
-    format_runs,
+    listing,
     no_runs_message,
     selector_from,
     selector_options,
@@ -61,8 +61,8 @@ def energy(
     if dry_run:
         from glassbench.service.selection import select_runs
 
-        runs = select_runs(app.engine, selector)
-        click.echo(format_runs(runs) if runs else no_runs_message(selector))
+        runs = select_runs(app.engine, selector, mlip_field="run_mlip")
+        click.echo(listing(runs, selector))
         return
     from glassbench.stored.energy import compute_energy
 

@@ -14,8 +14,7 @@ import click
 from glassbench.cli import AppContext, pass_app
 from glassbench.commands._common import require_schema
 from glassbench.commands._selector import (
-    format_runs,
-    no_runs_message,
+    listing,
     selector_from,
     selector_options,
 )
@@ -86,7 +85,7 @@ def frames(app: AppContext, /, out: Path, **kwargs: Any) -> None:
     require_schema(app.engine)
     if kwargs.pop("dry_run"):
         runs = select_runs(app.engine, selector)
-        click.echo(format_runs(runs) if runs else no_runs_message(selector))
+        click.echo(listing(runs, selector))
         return
     report = export_frames(
         app.engine,

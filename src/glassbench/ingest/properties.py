@@ -17,7 +17,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from glassbench.schema import Property, Thermo
+from glassbench.schema import Thermo
 from glassbench.service.repos import THERMO_COLUMNS, set_property
 
 if TYPE_CHECKING:
@@ -150,26 +150,11 @@ ELASTIC_PROPERTIES = ("bulk_modulus_gpa", "shear_modulus_gpa", "young_modulus_gp
 NOT_CONVERGED = " (relaxation NOT converged)"
 
 
-def _method_length() -> int:
-    length = getattr(Property.__table__.c.method.type, "length", None)  # type: ignore[attr-defined]
-    return int(length) if length else 10_000
-
-
 def elastic_method(result: ElasticResult, prefix: str | None = None) -> str:
     """The ``property.method`` of elastic moduli: ``prefix`` (who computed them on what), the
-    result's method, and NOT converged when any relaxation was not.
-
-    The column is short: when the result's full method does not fit, its short form is used,
-    and as a last resort the text is cut (the full method is always in ``details``).
-    """
-    flag = "" if result.converged else NOT_CONVERGED
-    limit = _method_length()
-    text = ""
-    for body in (result.method, result.short_method()):
-        text = f"{prefix}; {body}" if prefix else body
-        if len(text) + len(flag) <= limit:
-            return text + flag
-    return text[: limit - len(flag) - 3] + "..." + flag
+    result's method, and NOT converged when any relaxation was not."""
+    text = f"{prefix}; {result.method}" if prefix else result.method
+    return text if result.converged else text + NOT_CONVERGED
 
 
 def store_elastic(

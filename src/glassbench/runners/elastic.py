@@ -119,13 +119,6 @@ class ElasticResult:
         out["reference_stress_gpa"] = list(self.reference_stress_gpa)
         return out
 
-    def short_method(self) -> str:
-        """:attr:`method` in fewer words, for where a line has little room (property.method)."""
-        ions = f"ions relaxed ({self.fmax:g} eV/A)" if self.relax_positions else "affine ions"
-        cell = f"cell relaxed at {self.pressure_gpa:g} GPa; " if self.relax_cell else ""
-        md = "" if self.md is None else f"; NVT MD at {self.md['temperature_k']:g} K"
-        return f"+/-{self.strain:g} x 6 Voigt strains, central diff.; {cell}{ions}{md}; VRH"
-
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ElasticResult:
         """The result `to_dict` wrote, also from before a field existed (it takes its default)."""

@@ -125,7 +125,7 @@ _FINAL_VALUE = {
 }
 # A protocol stored without a name is shown by its kind and the start of its content hash:
 # stable across databases (an id is not) and distinct for distinct parameters.
-_PROTOCOL_NAME = "COALESCE(pt.name, pt.kind || ' ' || SUBSTR(pt.content_hash, 1, 8))"
+PROTOCOL_LABEL = "COALESCE(pt.name, pt.kind || ' ' || SUBSTR(pt.content_hash, 1, 8))"
 
 
 def _window_sql(by_analysis: bool = False) -> str:
@@ -163,7 +163,7 @@ def _run_detail_sql() -> str:
     return f"""
 SELECT r.id AS run_id, m.name AS mlip, m.arch AS arch, c.family AS family, c.x AS x,
   r.quench_rate_k_ps AS quench_rate_k_ps, r.seed AS seed, r.protocol_id AS protocol_id,
-  {_PROTOCOL_NAME} AS protocol,
+  {PROTOCOL_LABEL} AS protocol,
   r.status AS status, r.source AS source, r.n_atoms AS n_atoms, r.mlip_id AS mlip_id,
   r.composition_id AS composition_id, rf.frame_id AS final_frame_id,
   {prop_cols},
@@ -198,7 +198,7 @@ def _by_analysis_sql() -> str:
     )
     return f"""
 SELECT a.name AS analysis, r.id AS run_id, m.name AS mlip, c.x AS x,
-  r.quench_rate_k_ps AS quench_rate_k_ps, r.seed AS seed, {_PROTOCOL_NAME} AS protocol,
+  r.quench_rate_k_ps AS quench_rate_k_ps, r.seed AS seed, {PROTOCOL_LABEL} AS protocol,
   r.status AS status, r.source AS source, a.id AS analysis_id, a.cutoffs_json AS cutoffs,
   {value_cols},
   ws.window_frames AS window_frames
@@ -220,7 +220,7 @@ LEFT JOIN (
 
 _CROSS_EVAL = f"""
 SELECT fe.id AS eval_id, r.id AS run_id, m.name AS mlip, e.name AS evaluator, c.x AS x,
-  r.quench_rate_k_ps AS quench_rate_k_ps, r.seed AS seed, {_PROTOCOL_NAME} AS protocol,
+  r.quench_rate_k_ps AS quench_rate_k_ps, r.seed AS seed, {PROTOCOL_LABEL} AS protocol,
   f.id AS frame_id, f.stage AS stage, f.step AS step, fe.n_atoms AS n_atoms,
   fe.energy_per_atom_ev AS energy_per_atom_ev,
   fe.ref_energy_per_atom_ev AS ref_energy_per_atom_ev,

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 
 from glassbench.errors import BadInput
 from glassbench.schema.models import RUN_SOURCE, RUN_STATUS
+from glassbench.schema.views import PROTOCOL_LABEL
 
 # x and quench rates are stored floats: the selector matches them to this tolerance.
 _TOLERANCE = 1e-6
@@ -102,19 +103,18 @@ class SelectedRun:
         )
 
 
-# A protocol stored without a name is shown as in the views: kind and the hash's start.
-_PROTOCOL_LABEL = "COALESCE(pt.name, pt.kind || ' ' || SUBSTR(pt.content_hash, 1, 8))"
-
-
 def _close(column: sa.ColumnElement[Any], values: Sequence[float]) -> sa.ColumnElement[bool]:
     return sa.or_(*(sa.func.abs(column - float(v)) <= _TOLERANCE for v in values))
 
 
-def select_runs(engine: Engine, selector: RunSelector) -> list[SelectedRun]:
+def select_runs(
+    engine: Engine, selector: RunSelector, *, mlip_field: str = "mlip"
+) -> list[SelectedRun]:
     """The runs ``selector`` matches, in run id order, with their frame counts.
 
-    Unknown MLIP or protocol names are bad input (``field`` ``mlip`` / ``protocol``): a typo
-    would otherwise look like "no runs match".
+    Unknown MLIP or protocol names are bad input (``field`` ``mlip_field`` / ``protocol``): a
+    typo would otherwise look like "no runs match". ``mlip_field`` is ``run_mlip`` where
+    ``mlip`` names another MLIP (the one that computes, in ``compute``).
     """
     r = sa.table(
         "run",
@@ -141,7 +141,8 @@ def select_runs(engine: Engine, selector: RunSelector) -> list[SelectedRun]:
             missing = [n for n in selector.mlip if n not in known]
             if missing:
                 raise BadInput(
-                    f"no MLIP named {missing[0]!r} (see `glassbench mlip list`)", field="mlip"
+                    f"no MLIP named {missing[0]!r} (see `glassbench mlip list`)",
+                    field=mlip_field,
                 )
         protocol_ids: list[int] = []
         for wanted in selector.protocol:
@@ -184,7 +185,7 @@ def select_runs(engine: Engine, selector: RunSelector) -> list[SelectedRun]:
                 c.c.x,
                 r.c.quench_rate_k_ps,
                 r.c.seed,
-                sa.literal_column(_PROTOCOL_LABEL),
+                sa.literal_column(PROTOCOL_LABEL),
                 r.c.protocol_id,
                 r.c.source,
                 r.c.status,

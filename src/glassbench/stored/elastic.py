@@ -41,7 +41,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from glassbench.errors import BadInput, Failure, first_line
+from glassbench.errors import BadInput, first_line
 from glassbench.progress import make_bar
 from glassbench.schema.models import DEFAULT_ANALYSIS_ID
 from glassbench.service import unit_of_work
@@ -249,12 +249,8 @@ def select_elastic_runs(
     selector = selector or RunSelector()
     if not selector.mlip:
         selector = selector.with_mlip((mlip,))
-    try:
-        return selector, select_runs(engine, selector)
-    except BadInput as exc:
-        if exc.field == "mlip":  # the selector's MLIP is the runs' one, not the computing one
-            raise BadInput(exc.detail, field="run_mlip") from None
-        raise
+    # the selector's MLIP is the runs' one, not the computing one
+    return selector, select_runs(engine, selector, mlip_field="run_mlip")
 
 
 def _with_moduli(engine: Engine, run_ids: Sequence[int]) -> set[int]:
@@ -277,17 +273,6 @@ def _mlip_text(mlip: Any, run_mlip: str) -> str:
     if run_mlip != mlip.name:
         text += f"; the run was made with {run_mlip!r}"
     return text
-
-
-def _calculator(mlip: Any) -> Calculator:
-    from glassbench.runners.meltquench import build_calculator
-
-    try:
-        return build_calculator(mlip)
-    except BadInput as exc:
-        raise BadInput(f"MLIP {mlip.name!r}: {exc}", field="mlip") from None
-    except Failure as exc:
-        raise Failure(f"MLIP {mlip.name!r}: {exc}") from None
 
 
 def compute_elastic(
@@ -323,7 +308,7 @@ def compute_elastic(
     from glassbench.runners.delegation import call_in_interpreter, interpreter_for
     from glassbench.runners.elastic import ElasticSettings
     from glassbench.runners.interpreter import limit_threads
-    from glassbench.runners.meltquench import mlip_record
+    from glassbench.runners.meltquench import mlip_record, named_calculator
     from glassbench.service.migrations import require_schema
 
     require_schema(engine)
@@ -398,7 +383,7 @@ def compute_elastic(
                 )
             else:
                 if calc is None:
-                    calc = _calculator(record)
+                    calc = named_calculator(record)
                 report.outcomes.append(
                     _compute_run(engine, run, record, calc, frames, pressure_gpa, options)
                 )

@@ -28,7 +28,7 @@ import numpy as np
 import sqlalchemy as sa
 from numpy.typing import NDArray
 
-from glassbench.errors import BadInput, Failure, first_line
+from glassbench.errors import BadInput, Failure
 from glassbench.schema.arrays import pack_array, unpack_array
 from glassbench.schema.models import FrameEval, utcnow
 from glassbench.service import repos, unit_of_work
@@ -267,7 +267,7 @@ def _run_stats(conn: Connection, mlip_id: int, frame_ids: Sequence[int], out: Ru
 def _method(mlip: Any, dispersion: str) -> str:
     sha = (mlip.model_sha256 or "")[:12]
     model = f", model sha256 {sha}" if sha else ""
-    return f"{mlip.name} ({mlip.arch}{model}), dispersion {dispersion}, single point"[:512]
+    return f"{mlip.name} ({mlip.arch}{model}), dispersion {dispersion}, single point"
 
 
 def compute_energy(
@@ -296,7 +296,11 @@ def compute_energy(
     """
     from glassbench.runners.delegation import call_in_interpreter, interpreter_for
     from glassbench.runners.interpreter import limit_threads
-    from glassbench.runners.meltquench import effective_dispersion, mlip_record
+    from glassbench.runners.meltquench import (
+        effective_dispersion,
+        mlip_record,
+        named_calculator,
+    )
     from glassbench.service.migrations import require_schema
 
     require_schema(engine)
@@ -319,13 +323,8 @@ def compute_energy(
         answer = call_in_interpreter(python, target, request, engine=engine, threads=threads)
         return EnergyReport.from_dict(answer)
     limit_threads(threads)
-    try:
-        runs = select_runs(engine, selector)
-    except BadInput as exc:
-        if exc.field != "mlip":
-            raise
-        # the selector's MLIP is the runs' (--run-mlip), not the evaluating one
-        raise BadInput(exc.detail, field="run_mlip") from None
+    # the selector's MLIP is the runs' (--run-mlip), not the evaluating one
+    runs = select_runs(engine, selector, mlip_field="run_mlip")
     report = EnergyReport(mlip=mlip, selection=selector.describe())
     if not runs:
         return report
@@ -339,7 +338,7 @@ def compute_energy(
             "selection (e.g. --run, --source)"
         )
     dispersion = effective_dispersion(record, None)
-    calc = calculator if calculator is not None else _build(record)
+    calc = calculator if calculator is not None else named_calculator(record)
     method = _method(record, dispersion)
     todo: list[tuple[SelectedRun, list[int], list[int]]] = []
     with engine.connect() as conn:
@@ -366,22 +365,6 @@ def compute_energy(
                 _run_stats(conn, record.id, ids, out)
             report.runs.append(out)
     return report
-
-
-def _build(record: Any) -> Calculator:
-    from glassbench.runners.meltquench import build_calculator
-
-    try:
-        return build_calculator(record)
-    except BadInput:
-        raise
-    except Failure as exc:
-        raise Failure(f"MLIP {record.name!r}: {exc.detail}") from None
-    except Exception as exc:  # an import or load error deep in the MLIP's package
-        raise Failure(
-            f"cannot build the calculator of MLIP {record.name!r}: "
-            f"{type(exc).__name__}: {first_line(exc)}"
-        ) from exc
 
 
 def _evaluated(conn: Connection, mlip_id: int, frame_ids: Sequence[int]) -> set[int]:

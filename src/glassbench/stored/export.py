@@ -25,6 +25,7 @@ from glassbench.errors import BadInput
 from glassbench.progress import make_bar
 from glassbench.schema.models import DEFAULT_ANALYSIS, FRAME_STAGES, SPECIATION_UNITS
 from glassbench.service.selection import RunSelector, SelectedRun, select_runs
+from glassbench.stored.analyses import get_analysis
 from glassbench.stored.export_io import (
     FRAME_INFO_KEYS,
     LAMMPS_SPECORDER,
@@ -143,15 +144,6 @@ def matching_frames(
     return {int(r[0]) for r in conn.execute(stmt, params)}
 
 
-def analysis_id(conn: Connection, name: str) -> int:
-    """The id of the analysis named ``name``; BadInput (field ``analysis``) if none is."""
-    row = conn.execute(sa.text("SELECT id FROM analysis WHERE name = :n"), {"n": name}).first()
-    if row is None:
-        names = conn.execute(sa.text("SELECT name FROM analysis ORDER BY id")).scalars()
-        raise BadInput(f"no analysis named {name!r} (known: {', '.join(names)})", field="analysis")
-    return int(row[0])
-
-
 def _criteria(
     selector: RunSelector, stages: Sequence[str] | None, every: int,
     filters: Sequence[UnitFilter], analysis: str,
@@ -202,8 +194,8 @@ def export_frames(
     check_output(out, directory=directory, overwrite=overwrite)
     criteria = _criteria(selector, stages, every, filters, analysis)
     runs = select_runs(engine, selector)
+    a_id = get_analysis(engine, analysis).id
     with engine.connect() as conn:
-        a_id = analysis_id(conn, analysis)
         if not runs:
             return FramesExport(out, fmt, criteria, 0, 0, (), ())
         empty = tuple(r.label() for r in runs if r.n_frames == 0)
