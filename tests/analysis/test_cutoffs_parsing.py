@@ -47,9 +47,17 @@ def test_canonical_pair(name):
         ("P-S=-1", "positive"),
         ("P-S=nan", "positive"),
         ("P-S=inf", "positive"),
+        ("Na-S=8.01", "above the maximum of 8"),
+        ("Na-S=1e6", "above the maximum of 8"),
     ],
 )
 def test_bad_specs(spec, match):
     with pytest.raises(ValueError, match=match) as err:
         parse_cutoffs([spec])
     assert repr(spec) in str(err.value)
+
+
+def test_cutoffs_up_to_the_maximum_are_accepted():
+    from glassbench.analysis.cutoffs import MAX_CUTOFF_A
+
+    assert parse_cutoffs([f"Na-S={MAX_CUTOFF_A}"])["Na-S"] == MAX_CUTOFF_A

@@ -213,6 +213,7 @@ def test_bad_input_changes_nothing(gb: Cli, engine: Any, run: int) -> None:
         (["analysis", "add", "x", "--cutoff", "Na-S=abc"], "--cutoff: bad cutoff 'Na-S=abc'"),
         (["analysis", "add", "x", "--cutoff", "Q-S=3"], "unknown pair"),
         (["analysis", "add", "x", "--cutoff", "Na-S=-1"], "positive"),
+        (["analysis", "add", "x", "--cutoff", "Na-S=1000"], "above the maximum of 8 Å"),
         (["analysis", "add", NAME, "--cutoff", "Na-S=4.3"], "Na-S 4.2 -> 4.3"),
         (["analysis", "add", "bad name", "--cutoff", "Na-S=4"], "bad analysis name"),
         (["analysis", "add", "x" * 65], "bad analysis name"),

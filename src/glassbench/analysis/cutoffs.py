@@ -45,6 +45,12 @@ def canonical_pair(name: str) -> str:
         raise ValueError(f"unknown pair {name!r} (known pairs: {known})") from None
 
 
+# The longest bond cutoff a Na-P-S-O analysis needs is Na-S (3.6 Å by default); a cutoff far
+# beyond any bond only grows the neighbour list, as (cutoff)^3, until memory runs out (a 100 Å
+# cutoff on a 1,000-atom glass asks for ~10^8 pairs). 8 Å leaves room for second shells.
+MAX_CUTOFF_A = 8.0
+
+
 def _check_value(pair: str, value: object) -> float:
     try:
         v = float(str(value).strip())
@@ -52,6 +58,11 @@ def _check_value(pair: str, value: object) -> float:
         raise ValueError(f"cutoff for {pair} is not a number: {value!r}") from None
     if not math.isfinite(v) or v <= 0:
         raise ValueError(f"cutoff for {pair} must be a positive finite number of Å, got {value!r}")
+    if v > MAX_CUTOFF_A:
+        raise ValueError(
+            f"cutoff for {pair} is {v:g} Å, above the maximum of {MAX_CUTOFF_A:g} Å "
+            "(no bond of these glasses is that long; the neighbour list would grow without bound)"
+        )
     return v
 
 
