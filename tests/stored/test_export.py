@@ -289,6 +289,8 @@ def test_bad_input_writes_nothing(
         (["--format", "lammps-data", str(tmp_path / "file.txt")], "not a directory"),
         ([str(tmp_path)], "is a directory"),
     ]
+    if Path("/proc/self").is_dir():  # a folder nobody can create files in, root included
+        cases.append((["/proc/glassbench-export.extxyz"], "is not writable"))
     (tmp_path / "file.txt").write_text("keep")
     for args, message in cases:
         res = gb("export", "frames", *args)
@@ -308,6 +310,9 @@ def test_bad_input_writes_nothing(
     res = gb.ok("export", "frames", "--dry-run", str(tmp_path / "dry.extxyz"))
     assert "external" in res.output and "(1 row)" in res.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.extxyz", "file.txt"]
+    if Path("/proc/self").is_dir():
+        res = gb("export", "run", str(lammps_run), "/proc/glassbench-run")
+        assert res.exit_code == 2 and "is not writable" in res.output, res.output
     assert table_counts(engine) == before
 
 

@@ -68,8 +68,15 @@ def check_output(out: Path, *, directory: bool, overwrite: bool) -> None:
     parent = out.absolute().parent
     if not parent.is_dir():
         raise BadInput(f"folder {parent} does not exist", source=str(out))
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise BadInput(f"folder {parent} is not writable", source=str(out))
+    # Try it: permission bits say nothing for root, read-only mounts or /proc.
+    probe = _hidden_sibling(out, "probe")
+    try:
+        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        probe.unlink()
+    except OSError as exc:
+        raise BadInput(
+            f"folder {parent} is not writable ({exc.strerror or exc})", source=str(out)
+        ) from None
     if not out.exists() and not out.is_symlink():
         return
     if directory and not out.is_dir():
