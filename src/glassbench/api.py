@@ -35,10 +35,10 @@ if TYPE_CHECKING:
     from glassbench.campaigns import CampaignSpec as CampaignSpec
     from glassbench.campaigns import load_spec as load_spec
     from glassbench.campaigns import run_campaign as run_campaign
+    from glassbench.ingest.experiment import ExperimentResult as ExperimentResult
+    from glassbench.ingest.experiment import ingest_experiment as ingest_experiment
     from glassbench.ingest.pipeline import IngestResult as IngestResult
     from glassbench.ingest.slots import RunKey as RunKey
-    from glassbench.ingest.usecases import ExperimentResult as ExperimentResult
-    from glassbench.ingest.usecases import ingest_experiment as ingest_experiment
     from glassbench.ingest.usecases import ingest_lammps as ingest_lammps
     from glassbench.ingest.usecases import ingest_traj as ingest_traj
     from glassbench.reports.generate import ReportResult as ReportResult
@@ -71,8 +71,8 @@ _LAZY: dict[str, str] = {
     "IngestResult": "glassbench.ingest.pipeline",
     "ingest_lammps": "glassbench.ingest.usecases",
     "ingest_traj": "glassbench.ingest.usecases",
-    "ingest_experiment": "glassbench.ingest.usecases",
-    "ExperimentResult": "glassbench.ingest.usecases",
+    "ingest_experiment": "glassbench.ingest.experiment",
+    "ExperimentResult": "glassbench.ingest.experiment",
     "register_mlip": "glassbench.runners.registry",
     "list_mlips": "glassbench.runners.registry",
     "Registration": "glassbench.runners.registry",
@@ -124,20 +124,25 @@ def connect(url: str | None = None, *, upgrade: bool = True) -> Engine:
     """An engine on the database at ``url``, migrated to the code's schema.
 
     ``url`` is a SQLAlchemy URL (``sqlite:///results.db``, ``postgresql://user@host/db``) or a
-    file path (SQLite); None reads ``GLASSBENCH_DATABASE_URL`` (default ``sqlite:///
-    glassbench.db``). Like ``glassbench db upgrade``, the schema is created or migrated to head;
-    with ``upgrade=False`` it is only verified (a ``Failure`` says how to upgrade).
+    path to an SQLite file (an existing file, or a name ending in .db, .sqlite or .sqlite3);
+    None reads ``GLASSBENCH_DATABASE_URL`` (default ``sqlite:///glassbench.db``). Like
+    ``glassbench db upgrade``, the schema is created or migrated to head (an SQLite file is
+    created if missing); with ``upgrade=False`` it is only verified (a ``Failure`` says how to
+    upgrade), also for a missing SQLite file, which it does not create. A bad URL or setting is a
+    ``BadInput`` naming it (``database_url``, ``GLASSBENCH_THREADS``); an unreachable server a
+    ``Failure`` naming its host and port, after ``GLASSBENCH_CONNECT_TIMEOUT_S`` at most.
     """
     from glassbench.service.admin import upgrade_schema
-    from glassbench.service.db import make_engine
+    from glassbench.service.db import make_engine, verify_connection
     from glassbench.service.migrations import require_schema
-    from glassbench.settings import get_settings
+    from glassbench.settings import load_settings
 
+    settings = load_settings(url)
     try:
-        settings = get_settings(database_url=url)
-    except Exception as exc:  # pydantic's validation error of the URL
-        raise BadInput(f"invalid database URL: {exc}", field="database_url") from None
-    engine = make_engine(settings.database_url, settings=settings)
+        engine = make_engine(settings.database_url, settings=settings, create=upgrade)
+    except BadInput as exc:  # a missing file under upgrade=False: nothing to verify
+        raise Failure(exc.detail, field=exc.field) from None
+    verify_connection(engine)
     if upgrade:
         upgrade_schema(engine)
     else:

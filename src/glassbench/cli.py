@@ -75,6 +75,7 @@ FLAG_OF_FIELD: dict[str, str] = {
     "timestep_fs": "--timestep-fs",
     "thermo_every/frame_every": "thermo/frame interval",  # as the command has always said
     "input_format": "--input-format",
+    "out_dir": "--out",
     "name": "NAME",  # arguments by their metavar
     "model": "--model",
     "functional": "--functional",
@@ -96,6 +97,16 @@ FLAG_OF_FIELD: dict[str, str] = {
     "source": "--source",
     "status": "--status",
     "revision": "REVISION",
+    "units": "--units",
+    "checkpoint_dir": "--checkpoint-dir",
+    "relax_steps": "--relax-steps",
+    "flush_every": "--flush-every",
+    "friction_per_fs": "--friction",
+    "taut_fs": "--taut-fs",
+    "taup_fs": "--taup-fs",
+    "compressibility_per_gpa": "--compressibility",
+    "python": "--python",
+    "training_data": "--training-data",
 }
 
 
@@ -131,6 +142,22 @@ def to_click(exc: GlassbenchError) -> CliError:
     return cli_error(mask_url(exc.render(label)), exc.exit_code)
 
 
+class MaskingFilter(logging.Filter):
+    """Masks database passwords in every log record a handler writes (messages and args)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from glassbench.settings import mask_url
+
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record: let logging report it as it would
+            return True
+        masked = mask_url(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True
+
+
 class LazyGroup(click.Group):
     """A group that imports a sub-command's module only when that sub-command is needed."""
 
@@ -160,34 +187,76 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
 
+# Services that start while the database is down and retry until it is back (a report
+# scheduler outlives outages): their engine is neither checked nor connected at start, and still
+# never creates an SQLite file.
+WAIT_FOR_DATABASE = frozenset({"report schedule"})
+
+
+def _command_path() -> str:
+    """The sub-command being run, without the program name: ``report schedule``."""
+    ctx = click.get_current_context(silent=True)
+    names: list[str] = []
+    while ctx is not None and ctx.parent is not None:
+        names.append(ctx.info_name or "")
+        ctx = ctx.parent
+    return " ".join(reversed(names))
+
+
 @dataclass
 class AppContext:
-    """Built once by the root group and handed to every sub-command as ``ctx.obj``."""
+    """Built once by the root group and handed to every sub-command as ``ctx.obj``.
+
+    ``db_url_label`` names where the database URL came from, for messages: ``database_url``
+    (shown as ``--db``) when typed, ``GLASSBENCH_DATABASE_URL`` when read from the environment,
+    None for the default.
+    """
 
     db_url: str | None = None
     verbose: bool = False
+    db_url_label: str | None = "database_url"
     _settings: Settings | None = field(default=None, repr=False)
     _engine: Engine | None = field(default=None, repr=False)
 
     @property
     def settings(self) -> Settings:
         if self._settings is None:
-            from glassbench.settings import get_settings
+            from glassbench.settings import load_settings
 
-            try:
-                self._settings = get_settings(database_url=self.db_url)
-            except Exception as exc:  # pydantic validation of --db / env
-                from glassbench.errors import BadInput
-
-                raise BadInput(f"invalid database URL: {exc}", field="database_url") from None
+            self._settings = load_settings(self.db_url, url_label=self.db_url_label)
         return self._settings
 
     @property
     def engine(self) -> Engine:
-        if self._engine is None:
-            from glassbench.service.db import make_engine
+        """The engine of the configured database; an SQLite file must exist already.
 
-            self._engine = make_engine(self.settings.database_url, settings=self.settings)
+        Only the commands that create databases (``db upgrade``, ``demo``) ask for
+        :meth:`engine_for` ``(create=True)``: any other command on a missing file exits 2
+        instead of leaving an empty database behind. The engine has connected once (an
+        unreachable server fails now, naming host and port), except for the services of
+        ``WAIT_FOR_DATABASE``, which retry on their own.
+        """
+        return self.engine_for(create=False)
+
+    def engine_for(self, *, create: bool) -> Engine:
+        if self._engine is None:
+            from glassbench.service.db import make_engine, verify_connection
+
+            settings = self.settings
+            waits = _command_path() in WAIT_FOR_DATABASE
+            try:
+                engine = make_engine(
+                    settings.database_url, settings=settings, create=create, check_exists=not waits
+                )
+                if not waits:
+                    verify_connection(engine)
+            except GlassbenchError as exc:
+                if exc.field != "database_url":
+                    raise
+                # the label of where the URL came from (--db, the variable, or none: default)
+                exc.field = self.db_url_label
+                raise
+            self._engine = engine
         return self._engine
 
     def close(self) -> None:
@@ -218,8 +287,20 @@ def cli(ctx: click.Context, db_url: str | None, verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, MaskingFilter) for f in handler.filters):
+            handler.addFilter(MaskingFilter())
     logging.getLogger("glassbench").setLevel(logging.DEBUG if verbose else logging.INFO)
-    app = AppContext(db_url=db_url, verbose=verbose)
+    from click.core import ParameterSource
+
+    source = ctx.get_parameter_source("db_url")
+    if db_url is None:
+        label = None
+    elif source is ParameterSource.ENVIRONMENT:
+        label = "GLASSBENCH_DATABASE_URL"
+    else:
+        label = "database_url"
+    app = AppContext(db_url=db_url, verbose=verbose, db_url_label=label)
     ctx.obj = app
     ctx.call_on_close(app.close)
 
@@ -232,7 +313,12 @@ def main(argv: list[str] | None = None) -> Any:
     prefer_passive_wait()
     try:
         return cli.main(args=argv, prog_name="glassbench", standalone_mode=False)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        # click turns Ctrl-C into Abort (from the KeyboardInterrupt): the shell's convention
+        # for an interrupted command is 130, as `glassbench sql` documents.
+        if isinstance(exc.__cause__, KeyboardInterrupt):
+            click.echo("interrupted", err=True)
+            sys.exit(130)
         click.echo("Aborted!", err=True)
         sys.exit(1)
     except GlassbenchError as exc:
@@ -250,7 +336,11 @@ def main(argv: list[str] | None = None) -> Any:
         from glassbench.settings import mask_url
 
         if "-v" in sys.argv or "--verbose" in sys.argv:
-            raise
+            import traceback
+
+            # The traceback too may quote a connection string.
+            click.echo(mask_url(traceback.format_exc()).rstrip(), err=True)
+            sys.exit(1)
         msg = mask_url(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
         click.echo(f"Error: {type(exc).__name__}: {msg} (run with -v for the traceback)", err=True)
         sys.exit(1)

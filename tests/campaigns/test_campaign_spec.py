@@ -352,13 +352,20 @@ def test_protocols_and_dispersion_axes_multiply_the_matrix(tmp_path: Path) -> No
     )
     spec = parse_spec(tomllib.loads(text), tmp_path / "s.toml")
     assert spec.size == 1 * 1 * 1 * 1 * 4
-    params = spec.params()
-    assert [(p.spec.name, p.spec.dispersion) for p in params] == [
-        ("default", "none"),
-        ("default", "d3"),
-        ("slow-anneal", "none"),
-        ("slow-anneal", "d3"),
+    # Without the run options each protocol of the axis is named after its dispersion ...
+    assert [p.name for p in spec.protocols] == [
+        "default (dispersion=none)",
+        "default (dispersion=d3)",
+        "slow-anneal (dispersion=none)",
+        "slow-anneal (dispersion=d3)",
     ]
+    params = spec.params()
+    assert [p.spec.dispersion for p in params] == ["none", "d3", "none", "d3"]
+    # ... and with them (too many for 64 characters) by the start of its record's hash: four
+    # protocols, four names.
+    names = [p.spec.name for p in params]
+    assert [n.split("+")[0] for n in names] == ["default"] * 2 + ["slow-anneal"] * 2
+    assert len(set(names)) == 4 and all(len(n) <= 64 for n in names)
     assert len({json.dumps(p.protocol_record(), sort_keys=True) for p in params}) == 4
     # The spec's melt_ps (0.02 in the test protocol) overrides both protocols' melt stage.
     assert {p.spec.stage("melt").duration_ps for p in params} == {0.02}  # type: ignore[union-attr]

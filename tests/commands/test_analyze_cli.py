@@ -156,14 +156,45 @@ def test_lammps_dump_with_type_map(tmp_path, skewed):
     assert json.loads(single.stdout)["P"] == expected(images[0])["P"]
 
 
-def test_lammps_dump_without_type_map_warns(tmp_path):
+def test_lammps_dump_without_type_map_uses_the_ingest_default(tmp_path):
+    """Types 1-4 are Na, P, S, O as for `ingest lammps` (they were read as H..Be, all counts
+    zero); the output says which map named them."""
+    atoms = glass_atoms(3, seed=1)
     path = tmp_path / "traj.dump"
-    write_lammps_dump(path, [glass_atoms(3, seed=1)])
+    write_lammps_dump(path, [atoms])
     result = run(str(path))
     assert result.exit_code == 0, result.output
-    assert "--type-map" in result.stderr
-    # Type ids 1..4 read as H, He, Li, Be: nothing to classify.
-    assert json.loads(result.stdout)["P"]["P1"] == 0
+    assert "default type map" in result.stderr and "--type-map" in result.stderr
+    assert "1=Na  2=P  3=S  4=O" in result.stderr
+    got = json.loads(result.stdout)
+    assert got.pop("type_map") == "Na,P,S,O"
+    assert got == expected(atoms)
+    assert got["P"] != expected(Atoms(numbers=atoms.numbers * 0 + 1, cell=atoms.cell))["P"]
+    table = run(str(path), "--format", "table", "--all-frames")
+    assert table.exit_code == 0, table.output
+    assert "LAMMPS types: 1=Na  2=P  3=S  4=O" in table.stdout
+    # An explicit map is the same map, without the note.
+    given = run(str(path), "--type-map", "Na,P,S,O")
+    assert given.stderr == "" and json.loads(given.stdout) == {**got, "type_map": "Na,P,S,O"}
+
+
+def test_lammps_dump_with_element_column_ignores_the_type_map(tmp_path):
+    atoms = glass_atoms(3, seed=1)
+    path = tmp_path / "traj.dump"
+    write_lammps_dump(path, [atoms])
+    lines = path.read_text().splitlines()
+    start = lines.index("ITEM: ATOMS id type x y z")
+    lines[start] = "ITEM: ATOMS id type element x y z"
+    symbol = {v: k for k, v in TYPE_OF.items()}
+    for k in range(start + 1, len(lines)):
+        i, t, *xyz = lines[k].split()
+        lines[k] = " ".join([i, t, symbol[int(t)], *xyz])
+    path.write_text("\n".join(lines) + "\n")
+    result = run(str(path))
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    got = json.loads(result.stdout)
+    assert "type_map" not in got and got == expected(atoms)
 
 
 # --- options -----------------------------------------------------------------------------

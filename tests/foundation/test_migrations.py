@@ -107,12 +107,12 @@ def test_cli_db_commands(db_url: str) -> None:
     from tests.conftest import Cli
 
     gb = Cli(db_url)
-    assert "base (empty)" in gb.ok("db", "current").output
     assert "at revision 0003" in gb.ok("db", "upgrade").output
     assert "up to date" in gb.ok("db", "current").output
     assert "integrity checks passed" in gb.ok("db", "check").output
     assert gb("db", "upgrade", "nonexistent-rev").exit_code == 2
     assert "base" in gb.ok("db", "downgrade", "base").output
+    assert "base (empty)" in gb.ok("db", "current").output
     res = gb("db", "check")
     assert res.exit_code == 1
     assert "glassbench db upgrade" in res.output

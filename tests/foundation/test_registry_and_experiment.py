@@ -16,10 +16,13 @@ def test_mlip_add_records_sha256(gb: Cli, tmp_path: Path) -> None:
     gb.ok("mlip", "add", "MP0", "--arch", "mace", "--model", str(model), "--functional", "PBE")
     rows = json.loads(gb.ok("mlip", "list", "--format", "json").output)
     assert rows[0]["name"] == "MP0"
-    full = json.loads(gb.ok("sql", "SELECT model_sha256 FROM mlip", "--format", "json").output)
+    full = json.loads(gb.ok("sql", "SELECT model_sha256 FROM mlip", "--format", "json").stdout)
     assert full[0]["model_sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
     # Same registration again: a no-op. Different model under the same name: refused.
-    gb.ok("mlip", "add", "MP0", "--arch", "mace", "--model", str(model), "--functional", "PBE")
+    again = gb.ok(
+        "mlip", "add", "MP0", "--arch", "mace", "--model", str(model), "--functional", "PBE"
+    )
+    assert "MLIP 'MP0' unchanged" in again.output and "registered" not in again.output
     model.write_bytes(b"changed")
     res = gb("mlip", "add", "MP0", "--arch", "mace", "--model", str(model), "--functional", "PBE")
     assert res.exit_code == 2 and "already registered" in res.output
@@ -43,13 +46,13 @@ def test_mlip_add_records_sha256(gb: Cli, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["X", "--arch", "mace"], "needs --model"),
+        (["X", "--arch", "mace"], "--model: architecture mace needs a model file"),
         (["X", "--arch", "mace", "--model", "/nonexistent/model.pt"], "does not exist"),
         (["X", "--arch", "chgnet", "--model", "bogus"], "must be one of"),
         (["X", "--arch", "chgnet", "--parent", "nobody"], "no MLIP named"),
         (
             ["X", "--arch", "chgnet", "--python", "/nonexistent/python"],
-            "interpreter does not exist",
+            "--python: interpreter '/nonexistent/python' does not exist",
         ),
     ],
 )
@@ -72,8 +75,10 @@ GOOD = (
 def test_ingest_experiment_is_idempotent(gb: Cli, engine: Any, tmp_path: Path) -> None:
     csv = tmp_path / "exp.csv"
     csv.write_text(GOOD)
-    assert "3 experimental values" in gb.ok("ingest", "experiment", str(csv)).output
-    gb.ok("ingest", "experiment", str(csv))
+    first = gb.ok("ingest", "experiment", str(csv)).output
+    assert "3 ingested, 0 unchanged, 0 updated (3 experimental values for 2 subjects)" in first
+    again = gb.ok("ingest", "experiment", str(csv)).output
+    assert "0 ingested, 3 unchanged, 0 updated" in again
     assert table_counts(engine)["experiment"] == 3
     assert table_counts(engine)["composition"] == 2
     crystals = tmp_path / "crystals.csv"
@@ -85,7 +90,7 @@ def test_ingest_experiment_is_idempotent(gb: Cli, engine: Any, tmp_path: Path) -
     rows = json.loads(
         gb.ok(
             "sql", "SELECT subject, crystal FROM experiment ORDER BY subject", "--format", "json"
-        ).output
+        ).stdout
     )
     assert {"subject": "crystal:c-Na3PS4", "crystal": "c-Na3PS4"} in rows
 
@@ -104,7 +109,10 @@ def test_ingest_experiment_is_idempotent(gb: Cli, engine: Any, tmp_path: Path) -
             "x,property,value,uncertainty,source\n0,densty,2.0,,S\n",
             "line 2: unknown glass property 'densty'",
         ),
-        ("x,property,value,uncertainty,source\n0,p0,1.5,,S\n", "outside [0, 1]"),
+        (
+            "x,property,value,uncertainty,source\n0,p0,1.5,,S\n",
+            "p0 1.5 is outside its physical range [0, 1]",
+        ),
         ("x,property,value,uncertainty,source\n0,p0,nan,,S\n", "not finite"),
         ("x,property,value,uncertainty,source\n9,p0,0.5,,S\n", "outside"),
         (

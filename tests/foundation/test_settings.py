@@ -45,3 +45,17 @@ def test_password_never_printed(monkeypatch: pytest.MonkeyPatch) -> None:
     assert res.exit_code == 1
     assert "hunter2" not in res.output
     assert "alice:***@" in res.output
+
+
+def test_bad_settings_are_bad_input_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from glassbench.errors import BadInput
+
+    monkeypatch.setenv("GLASSBENCH_THREADS", "abc")
+    with pytest.raises(BadInput) as bad:
+        get_settings()
+    assert bad.value.field == "GLASSBENCH_THREADS"
+    assert str(bad.value).startswith("GLASSBENCH_THREADS: input should be a valid integer")
+    monkeypatch.delenv("GLASSBENCH_THREADS")
+    with pytest.raises(BadInput) as bad:
+        get_settings(database_url="mysql://u:pw@h/d")
+    assert bad.value.field == "database_url" and "pw" not in str(bad.value)

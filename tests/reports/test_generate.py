@@ -184,7 +184,9 @@ def test_trace_run_option(gb: Any, engine: Any, populated: Expected, tmp_path: P
 def test_unmigrated_database_fails_cleanly(tmp_path: Path) -> None:
     from tests.conftest import Cli
 
-    res = Cli(f"sqlite:///{tmp_path / 'none.db'}")("report", "generate", "--out", str(tmp_path))
+    db = tmp_path / "none.db"
+    db.touch()  # an empty database: a missing file is refused earlier, naming --db
+    res = Cli(f"sqlite:///{db}")("report", "generate", "--out", str(tmp_path / "r"))
     assert res.exit_code == 1 and "glassbench db upgrade" in res.output
 
 

@@ -40,7 +40,7 @@ def ingest_lammps_run(
         f"SELECT run_id FROM run_detail WHERE mlip = '{mlip}' AND seed = {seed}",
         "--format",
         "csv",
-    ).output
+    ).stdout
     return int(out.strip().splitlines()[1])
 
 

@@ -1,4 +1,9 @@
-"""One half neighbour list per frame (vesin), for any cell: triclinic, small, or none at all."""
+"""One half neighbour list per frame (vesin), for any cell: triclinic, small, or none at all.
+
+Every analysis of every path (``analyze``, ingests, stored frames, the runner) builds its
+neighbour list through `half_pairs`, so the bounds of `check_neighbour_load` (atoms, density,
+list size; numbers in ``analysis/limits.py``) hold for all of them.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+
+from glassbench.analysis.limits import MAX_ATOMS, MAX_DENSITY, MAX_LOCAL_DENSITY, MAX_PAIRS
 
 IntArray = NDArray[np.intp]
 FloatArray = NDArray[np.float64]
@@ -240,6 +247,168 @@ def _check_vesin_box(box: FloatArray, cutoff: float, n_atoms: int) -> None:
         )
 
 
+# Local density is judged in bins no thinner than this (Å): a real glass holds ~1.2 atoms in
+# 3 x 3 x 3 Å^3, never the 27 that `MAX_LOCAL_DENSITY` allows there.
+_DENSITY_BIN_A = 3.0
+# Bins per direction (bin keys fit in 64 bits); coarser bins only loosen the estimate.
+_MAX_BINS_PER_AXIS = 2**20
+
+
+@dataclass(frozen=True)
+class _Bins:
+    """Atoms binned for the density check and the contact estimate."""
+
+    index: NDArray[np.int64]  # (N, 3) bin of every atom
+    counts: list[int]  # bins per direction
+    # per direction: {bin offset: multiplicity} of the bins within the cutoff, periodic
+    # images included (a cell thinner than the cutoff is met through several images)
+    reach: list[dict[int, int]]
+    periodic: list[bool]
+    bin_volume: float  # Å^3
+
+
+def _bins(pos: FloatArray, box: FloatArray, periodic: list[bool], cutoff: float) -> _Bins | None:
+    """Bins at least ``max(cutoff, 3 Å)`` wide (None for a cell whose volume overflows).
+
+    Periodic directions are cut into whole fractions of the cell (one bin when the cell is
+    thinner than that); open directions into bins of that width from the lowest atom.
+    Open cell rows are perpendicular to the periodic ones (`normalise_geometry`).
+    """
+    width = max(cutoff, _DENSITY_BIN_A)
+    box = np.array(box, dtype=np.float64)
+    index = np.zeros((len(pos), 3), dtype=np.int64)
+    counts = [1, 1, 1]
+    reach: list[dict[int, int]] = [{0: 1}, {0: 1}, {0: 1}]
+    for k in range(3):
+        if periodic[k]:
+            continue
+        norm = float(np.linalg.norm(box[k]))
+        unit = box[k] / norm if norm > 0 else np.eye(3)[k]
+        t = pos @ unit
+        t = t - t.min()
+        w = max(width, float(t.max()) / (_MAX_BINS_PER_AXIS - 1))
+        index[:, k] = np.floor(t / w).astype(np.int64)
+        counts[k] = int(index[:, k].max()) + 1
+        # The open row becomes exactly the binned extent, so the cell volume is the bins'.
+        box[k] = unit * w * counts[k]
+        reach[k] = {-1: 1, 0: 1, 1: 1}
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        volume = abs(float(np.linalg.det(box)))
+    if not (0.0 < volume < math.inf):
+        return None  # `_check_vesin_box` words it
+    if any(periodic):
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            frac = pos @ np.linalg.inv(box)
+        for k in range(3):
+            if not periodic[k]:
+                continue
+            face = float(np.linalg.norm(np.cross(box[(k + 1) % 3], box[(k + 2) % 3])))
+            face_width = volume / face if face > 0 else math.inf
+            if not (0.0 < face_width < math.inf):
+                return None  # `_check_vesin_box` words it
+            n = int(min(max(1.0, math.floor(face_width / width)), _MAX_BINS_PER_AXIS))
+            f = frac[:, k] - np.floor(frac[:, k])
+            index[:, k] = np.clip((f * n).astype(np.int64), 0, n - 1)
+            counts[k] = n
+            if n == 1:  # one bin, met through 2m + 1 images
+                reach[k] = {0: 2 * math.ceil(cutoff / face_width) + 1}
+            else:  # bins at least `cutoff` wide: the next one on each side
+                reach[k] = {}
+                for off in (-1, 0, 1):
+                    reach[k][off % n] = reach[k].get(off % n, 0) + 1
+    return _Bins(index, counts, reach, list(periodic), volume / math.prod(counts))
+
+
+def check_neighbour_load(
+    pos: FloatArray, box: FloatArray, periodic: list[bool], cutoff: float
+) -> None:
+    """Raise ValueError before a neighbour search that no real structure would need.
+
+    Refused: more than `MAX_ATOMS` atoms; an atom number density above `MAX_DENSITY` in a
+    periodic cell (far too small, or lengths not in Å) or above `MAX_LOCAL_DENSITY` in any bin
+    of at least (3 Å)^3 (atoms piled on each other); more than `MAX_PAIRS` contacts by
+    `estimate_contacts`. ``pos``, ``box``,
+    ``periodic`` as `normalise_geometry` returns them.
+    """
+    estimate = _load(pos, box, periodic, cutoff, exact=False)
+    if estimate > MAX_PAIRS:
+        raise ValueError(
+            f"the neighbour list at {cutoff:.3g} Å would hold ~{estimate:.2g} contacts for "
+            f"{len(pos)} atoms, above the limit of {MAX_PAIRS:.0e} (~3 GB of memory): use "
+            "shorter cutoffs or a smaller structure"
+        )
+
+
+def estimate_contacts(
+    pos: FloatArray, box: FloatArray, periodic: list[bool], cutoff: float
+) -> float:
+    """Estimated size of the half list within ``cutoff``, without building it.
+
+    For every atom, the atoms in the bins around it (periodic images included) times the
+    fraction of that volume inside the cutoff sphere, halved: n rho 4/3 pi rc^3 / 2 for a
+    uniform structure, more where atoms crowd. Raises ValueError as `check_neighbour_load`
+    does for too many atoms or an unphysical density.
+    """
+    return _load(pos, box, periodic, cutoff, exact=True)
+
+
+def _load(
+    pos: FloatArray, box: FloatArray, periodic: list[bool], cutoff: float, *, exact: bool
+) -> float:
+    n = len(pos)
+    if n > MAX_ATOMS:
+        raise ValueError(f"{n} atoms in one frame, above the limit of {MAX_ATOMS:,}")
+    if n == 0 or cutoff <= 0:
+        return 0.0
+    bins = _bins(pos, box, periodic, cutoff)
+    if bins is None:
+        return 0.0  # a cell whose volume overflows: `_check_vesin_box` words it
+    nb = bins.counts
+    keys = (bins.index[:, 0] * nb[1] + bins.index[:, 1]) * nb[2] + bins.index[:, 2]
+    occupied, per_bin = np.unique(keys, return_counts=True)
+    if all(periodic):
+        cell_volume = bins.bin_volume * math.prod(bins.counts)
+        if n > MAX_DENSITY * cell_volume:
+            raise ValueError(
+                f"{n} atoms in a cell of {cell_volume:.3g} Å^3: {n / cell_volume:.3g} "
+                f"atoms/Å^3, above the physical maximum of {MAX_DENSITY:g} (a Na-P-S-O glass "
+                "has ~0.045): a cell far too small, or lengths not in Å"
+            )
+    densest = int(per_bin.max())
+    density = densest / bins.bin_volume
+    # A bin thinner than 3 Å (a periodic direction shorter than that) is judged as a
+    # (3 Å)^3 one: a few atoms more or less in a small bin are chance, not density.
+    if densest > MAX_LOCAL_DENSITY * max(bins.bin_volume, _DENSITY_BIN_A**3):
+        raise ValueError(
+            f"{densest} atoms within one {bins.bin_volume:.3g} Å^3 region: {density:.3g} "
+            f"atoms/Å^3, above the physical maximum of {MAX_LOCAL_DENSITY:g} there (a "
+            "Na-P-S-O glass has ~0.045): atoms piled on each other"
+        )
+    sphere = 4.0 / 3.0 * math.pi * cutoff**3
+    bound = n * density * sphere / 2.0  # every atom amid the densest bin's density
+    if not exact and bound <= MAX_PAIRS:
+        return bound
+    # Neighbourhood of every occupied bin, periodic images included (at most 27 offsets).
+    cells = np.stack(np.unravel_index(occupied, nb), axis=1)
+    around = np.zeros(len(occupied), dtype=np.float64)
+    for o0, m0 in bins.reach[0].items():
+        for o1, m1 in bins.reach[1].items():
+            for o2, m2 in bins.reach[2].items():
+                other = cells + np.array([o0, o1, o2])
+                valid = np.ones(len(cells), dtype=bool)
+                for k in range(3):
+                    if bins.periodic[k]:
+                        other[:, k] %= nb[k]
+                    else:
+                        valid &= (other[:, k] >= 0) & (other[:, k] < nb[k])
+                key = (other[:, 0] * nb[1] + other[:, 1]) * nb[2] + other[:, 2]
+                at = np.minimum(np.searchsorted(occupied, key), len(occupied) - 1)
+                hit = valid & (occupied[at] == key)
+                around += np.where(hit, per_bin[at], 0) * float(m0 * m1 * m2)
+    volume = bins.bin_volume * math.prod(sum(r.values()) for r in bins.reach)
+    return float(per_bin @ around) * sphere / volume / 2.0
+
+
 @dataclass(frozen=True)
 class Pairs:
     """Half list: each pair within the cutoff once, in either orientation.
@@ -262,6 +431,9 @@ def half_pairs(
 ) -> Pairs:
     """All pairs within ``cutoff`` (inclusive), each listed once, over periodic images.
 
+    Raises ValueError, before any search, for a frame `check_neighbour_load` refuses (too many
+    atoms, unphysical density, too many contacts) and for a cell vesin cannot search.
+
     ``copy=False`` saves a copy of every array, but ``distances`` and ``shifts`` are then views
     into a per-thread buffer, valid only until the next call with the same cutoff.
     """
@@ -273,6 +445,9 @@ def half_pairs(
         positions, cell = _compact_open(positions, cell, pbc, cutoff)
     # Pad so that a pair exactly at the cutoff is found; the caller filters with <=.
     padded = cutoff * (1 + 1e-9) + 1e-9
+    # Density and size first: a cell far too small is also "too thin" for vesin, and the
+    # density is the cause to report.
+    check_neighbour_load(positions, cell, pbc, padded)
     _check_vesin_box(cell, padded, n)
     nl = _neighbor_list(padded)
     i, j, s, d = nl.compute(positions, cell, pbc, quantities="ijSd", copy=copy)

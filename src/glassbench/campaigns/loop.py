@@ -15,7 +15,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,6 +43,7 @@ from glassbench.campaigns.tasks import (
 )
 from glassbench.errors import BadInput
 from glassbench.progress import make_bar
+from glassbench.runners.checkpoints import check_checkpoint_dir
 from glassbench.runners.interpreter import same_environment
 from glassbench.runners.meltquench import MeltQuenchParams
 from glassbench.schema import RunStatus
@@ -104,8 +105,16 @@ def run_campaign(
     checkpoint_dir: Path | None = None,
     progress: bool | None = None,
     poll_s: float = 2.0,
+    max_runs: int | None = None,
+    announce: Callable[[str], object] | None = None,
 ) -> CampaignReport:
-    """Run every run of the spec that is not done yet; see the module docstring."""
+    """Run every run of the spec that is not done yet; see the module docstring.
+
+    A matrix of more than ``max_runs`` runs is refused before anything is written (None: the
+    setting ``campaign_max_runs``; `campaign run --yes` passes ``sys.maxsize``). ``announce``
+    is told the matrix size (:meth:`CampaignSpec.describe_size`) once every check passed,
+    before the first row is written.
+    """
     return CampaignLoop(
         spec,
         engine,
@@ -118,6 +127,8 @@ def run_campaign(
         checkpoint_dir=checkpoint_dir,
         progress=progress,
         poll_s=poll_s,
+        max_runs=max_runs,
+        announce=announce,
     ).run()
 
 
@@ -146,10 +157,18 @@ class CampaignLoop:
         checkpoint_dir: Path | None = None,
         progress: bool | None = None,
         poll_s: float = 2.0,
+        max_runs: int | None = None,
+        announce: Callable[[str], object] | None = None,
     ) -> None:
         self.t0 = time.perf_counter()
         if executor not in EXECUTORS:
             raise BadInput(f"unknown executor {executor!r}", field="executor")
+        if max_runs is None:
+            from glassbench.settings import get_settings
+
+            max_runs = get_settings().campaign_max_runs
+        # Before the matrix is expanded: 10^6 parameter sets are seconds and memory already.
+        spec.check_size(max_runs)
         self.spec = spec
         self.engine = engine
         self.executor_name = executor
@@ -160,11 +179,23 @@ class CampaignLoop:
         # Worker resources are Dask's: with a process pool every such run is a subprocess.
         self.env_resources = bool(use_env) and executor == "dask"
         self.checkpoint_root = (checkpoint_dir or spec.checkpoint_dir()).absolute()
+        # Every run would fail on its first checkpoint: refuse now, before any row exists.
+        if checkpoint_dir is not None:
+            check_checkpoint_dir(self.checkpoint_root)
+        elif spec.resources.checkpoint_dir is not None:
+            check_checkpoint_dir(
+                self.checkpoint_root, source=str(spec.path), where="resources.checkpoint_dir"
+            )
+        else:
+            check_checkpoint_dir(
+                self.checkpoint_root, source=str(spec.path), where="default checkpoint folder"
+            )
         self.threads = spec.resources.threads_per_run
         self.workers = default_workers(self.threads) if workers is None else workers
         self.scheduler = scheduler
         self.progress = progress
         self.poll_s = poll_s
+        self.announce = announce
 
         self.states: dict[int, RunState] = {}
         self.done_before = 0
@@ -177,6 +208,8 @@ class CampaignLoop:
         self.crystal_failures: list[str] = []
 
     def run(self) -> CampaignReport:
+        if self.announce is not None:
+            self.announce(self.spec.describe_size())
         todo = self._ensure_runs()
         crystal_work = {
             name: files
@@ -214,10 +247,8 @@ class CampaignLoop:
 
     def _ensure_runs(self) -> list[int]:
         """Create the matrix's missing runs; the ids of the runs not done yet."""
-        from glassbench.runners.meltquench import ensure_run
-
-        for p in self.spec.params():
-            rid, _ = ensure_run(self.engine, p)
+        matrix = self.spec.params()
+        for p, rid in zip(matrix, register_runs(self.engine, matrix, self.mlips), strict=True):
             self.states[rid] = RunState(p, rid, self.mlips[p.mlip].python, 0)
         ids = list(self.states)
         runs.release_dead_local_workers(self.engine, ids)
@@ -354,6 +385,29 @@ class CampaignLoop:
             self.crystal_failures,
             wall,
         )
+
+
+def register_runs(
+    engine: Engine, matrix: Sequence[MeltQuenchParams], mlips: Mapping[str, Any]
+) -> list[int]:
+    """The run ids of ``matrix`` (``mlips``: its MLIP records by name), missing runs created
+    ``pending``: one transaction, compositions and protocols stored once each, the runs in
+    bulk (`runs.ensure_many`)."""
+    from glassbench.service import repos, unit_of_work
+
+    with unit_of_work(engine) as s:
+        compositions = {x: repos.composition_id(s, x) for x in {p.x for p in matrix}}
+        protocols: dict[Any, int] = {}
+        keys = []
+        for p in matrix:
+            spec = p.spec
+            pid = protocols.get(spec)
+            if pid is None:
+                pid = protocols[spec] = repos.protocol_id(s, spec.record(), name=spec.name)
+            keys.append(
+                runs.RunKey(mlips[p.mlip].id, compositions[p.x], p.quench_rate_k_ps, p.seed, pid)
+            )
+        return runs.ensure_many(s, keys)
 
 
 def _result(fut: TaskFuture, rid: int) -> TaskResult:

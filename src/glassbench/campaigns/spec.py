@@ -10,20 +10,22 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from glassbench.chemistry import counts_for, per_formula_unit
 from glassbench.errors import BadInput
-from glassbench.runners.meltquench import MeltQuenchParams
+from glassbench.runners.meltquench import MAX_SEED, MeltQuenchParams
 from glassbench.runners.protocol import (
     DISPERSIONS,
     Protocol,
     load_protocol_file,
     preset,
     protocol_from_mapping,
+    resolve,
 )
 from glassbench.service.runs import DEFAULT_STALE_AFTER_S
 from glassbench.toml_files import read_toml
@@ -127,6 +129,30 @@ class CampaignSpec:
     def size(self) -> int:
         n = len(self.mlips) * len(self.x) * len(self.quench_rates_k_ps) * len(self.seeds)
         return n * len(self.protocol_axis())
+
+    def describe_size(self) -> str:
+        """``campaign 'c': 24 runs (2 MLIPs x 4 compositions x 1 quench rate x 3 seeds x 1
+        protocol)``: what `campaign run` says before it does anything."""
+        axes = (
+            (len(self.mlips), "MLIP", "MLIPs"),
+            (len(self.x), "composition", "compositions"),
+            (len(self.quench_rates_k_ps), "quench rate", "quench rates"),
+            (len(self.seeds), "seed", "seeds"),
+            (len(self.protocol_axis()), "protocol", "protocols"),
+        )
+        factors = " x ".join(f"{n} {one if n == 1 else many}" for n, one, many in axes)
+        return f"campaign {self.name!r}: {self.size:,} runs ({factors})"
+
+    def check_size(self, max_runs: int) -> None:
+        """Refuse a matrix of more than ``max_runs`` runs (`campaign run` without --yes)."""
+        if self.size > max_runs:
+            raise BadInput(
+                f"{self.describe_size()} is more than the {max_runs:,} runs a campaign starts "
+                "without --yes (setting campaign_max_runs, GLASSBENCH_CAMPAIGN_MAX_RUNS); "
+                "check the matrix, or pass --yes",
+                source=str(self.path),
+                where="[matrix]",
+            )
 
     def checkpoint_dir(self) -> Path:
         d = self.resources.checkpoint_dir
@@ -264,6 +290,15 @@ def parse_spec(data: Mapping[str, Any], path: Path) -> CampaignSpec:
     for i, q in enumerate(rates):
         if q <= 0:
             raise r.error(f"matrix.quench_rates_k_ps[{i}]", f"must be > 0, got {q:g}")
+    for i, seed in enumerate(seeds):
+        # numpy refuses a negative seed only when the run starts, after its row exists.
+        if not 0 <= seed <= MAX_SEED:
+            raise r.error(f"matrix.seeds[{i}]", f"must be in [0, {MAX_SEED}], got {seed}")
+    for i, x in enumerate(xs):
+        try:
+            per_formula_unit(x)
+        except ValueError as exc:
+            raise r.error(f"matrix.x[{i}]", str(exc)) from None
 
     # A required section: the protocol is part of every run's identity (its content hash), so
     # a spec that forgot it would silently create a different set of runs.
@@ -440,23 +475,24 @@ def _parse_protocols(r: _Reader, data: Mapping[str, Any], path: Path) -> tuple[P
         raise r.error("matrix.dispersion", "must be a non-empty list without duplicates")
     if "dispersion" in sec:
         raise r.error("protocol.dispersion", "give dispersion in [protocol] or [matrix], not both")
-    return tuple(replace(b, dispersion=d) for b in bases for d in disp)
+    # Through the run-option path, so the protocols of the axis get distinct names
+    # ("default (dispersion=d3)"), as `run meltquench --dispersion d3` names its protocol.
+    return tuple(resolve(b, {"dispersion": d}) for b in bases for d in disp)
 
 
 def _check_matrix(spec: CampaignSpec, r: _Reader) -> None:
-    """Refuse before anything is written: every (x, protocol) must make a valid run."""
-    from glassbench.chemistry import counts_for
-
-    # The protocol's own validation (runners/protocol.py) checks every [protocol] value and
-    # names its key; only the matrix's compositions are checked here.
+    """Refuse before anything is written: every (x, quench rate, protocol) must make a valid
+    run. The checks are MeltQuenchParams' own (one validation path with `run meltquench`);
+    x = 0 fits any cell, and the seed and MLIP do not change what is checked."""
     for proto in spec.protocol_axis():
-        try:
-            params = make_params(
-                spec, spec.mlips[0], spec.x[0], spec.quench_rates_k_ps[0], spec.seeds[0], proto
-            )
-        except BadInput as exc:  # e.g. flush_every not a multiple of thermo_every
-            where = f"protocol.{exc.field}" if exc.field else "[protocol]"
-            raise r.error(where, exc.detail if exc.field else exc.message) from None
+        for i, q in enumerate(spec.quench_rates_k_ps):
+            try:
+                params = make_params(spec, spec.mlips[0], 0.0, q, spec.seeds[0], proto)
+            except BadInput as exc:  # e.g. flush_every not a multiple of thermo_every
+                if exc.field == "quench_rate_k_ps":  # a rate too slow for the step bound
+                    raise r.error(f"matrix.quench_rates_k_ps[{i}]", exc.detail) from None
+                where = f"protocol.{exc.field}" if exc.field else "[protocol]"
+                raise r.error(where, exc.detail if exc.field else exc.message) from None
         fu = params.spec.formula_units
         for i, x in enumerate(spec.x):
             try:

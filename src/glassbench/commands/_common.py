@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import io
 import json
 import math
-from collections.abc import Callable, Iterator, Sequence
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
 import click
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
+from glassbench.csvsafe import csv_cell
 from glassbench.errors import BadInput, Failure, first_line
 
 
@@ -41,6 +42,15 @@ def db_error(exc: OperationalError | ProgrammingError, engine: Engine) -> Failur
     return Failure(f"database error on {describe(engine)}: {first_line(exc)}")
 
 
+# C0 and C1 control characters other than space: shown escaped in a text table, so a stored
+# value can neither move the terminal's cursor (ESC sequences) nor break the table's rows.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _visible(text: str) -> str:
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
 def _cell(v: Any) -> str:
     if v is None:
         return ""
@@ -50,7 +60,7 @@ def _cell(v: Any) -> str:
         return f"{v:.6g}"
     if isinstance(v, bytes | memoryview):
         return f"<{len(bytes(v))} bytes>"
-    return str(v)
+    return _visible(str(v))
 
 
 def _jsonable(v: Any) -> Any:
@@ -66,19 +76,46 @@ def _jsonable(v: Any) -> Any:
         return str(v)
 
 
+class _Echo:
+    """A file whose ``write`` returns its argument: ``csv.writer.writerow`` then returns the
+    line it wrote, with no buffer to reset per row."""
+
+    def write(self, text: str) -> str:
+        return text
+
+
+def _csv_value(v: Any) -> Any:
+    # Values as JSON has them (bytes summarised, non-finite floats empty), then made safe.
+    if isinstance(v, str):
+        return csv_cell(v)
+    return csv_cell(_jsonable(v))
+
+
+def csv_lines(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Iterator[str]:
+    """CSV, one line (with its newline) at a time: the header, then each row.
+
+    Text cells that a spreadsheet would run as a formula get a leading ``'``
+    (:mod:`glassbench.csvsafe`); numbers are written as numbers. JSON keeps values as stored.
+    """
+    w = csv.writer(_Echo(), lineterminator="\n")
+    yield w.writerow([csv_cell(c) for c in columns])
+    for r in rows:
+        yield w.writerow([_csv_value(v) for v in r])
+
+
 def format_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str) -> str:
-    """Render rows as an aligned text table, CSV or JSON (a list of objects)."""
+    """Render rows as an aligned text table, CSV or JSON (a list of objects).
+
+    CSV cells never start a spreadsheet formula (see :func:`csv_lines`); a text table shows
+    control characters escaped; JSON holds the values as stored.
+    """
     if fmt == "json":
         return json.dumps(
             [{c: _jsonable(v) for c, v in zip(columns, r, strict=True)} for r in rows], indent=1
         )
     if fmt == "csv":
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(columns)
-        for r in rows:
-            w.writerow(["" if v is None else _jsonable(v) for v in r])
-        return buf.getvalue().rstrip("\n")
+        return "".join(csv_lines(columns, rows)).rstrip("\n")
+    columns = [_visible(str(c)) for c in columns]
     cells = [[_cell(v) for v in r] for r in rows]
     widths = [len(c) for c in columns]
     for r in cells:

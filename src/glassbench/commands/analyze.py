@@ -17,10 +17,43 @@ from glassbench.errors import BadInput
 
 if TYPE_CHECKING:
     from glassbench.analysis import FrameAnalysis
+    from glassbench.analysis.files import FileAnalysis, StructureFile
 
 
 def _cutoff_line(cutoffs: dict[str, float]) -> str:
     return "cutoffs (Å): " + "  ".join(f"{k} {v}" for k, v in cutoffs.items())
+
+
+def _type_map_line(type_map: tuple[str, ...]) -> str:
+    return "LAMMPS types: " + "  ".join(f"{k}={el}" for k, el in enumerate(type_map, 1))
+
+
+class _TypeMapNote:
+    """Says once, on stderr, that a dump's type ids were named by the default type map."""
+
+    def __init__(self, structures: StructureFile) -> None:
+        self.structures = structures
+        self.done = False
+
+    def __call__(self, result: FileAnalysis) -> None:
+        if self.done or result.type_map is None or not self.structures.default_type_map:
+            return
+        self.done = True
+        click.echo(
+            f"note: {self.structures.source}: LAMMPS type ids read with the default type map "
+            f"({_type_map_line(result.type_map)[len('LAMMPS types: ') :]}); "
+            "name the elements with --type-map if they differ",
+            err=True,
+        )
+
+
+def _json(result: FileAnalysis) -> dict[str, object]:
+    out: dict[str, object] = result.analysis.to_dict()
+    if result.type_map is not None:
+        out["type_map"] = ",".join(result.type_map)
+    if result.suggested_cutoffs is not None:
+        out["suggested_cutoffs"] = result.suggested_cutoffs
+    return out
 
 
 def _fmt(v: float) -> str:
@@ -31,11 +64,17 @@ def _histogram(h: dict[int, int]) -> str:
     return "  ".join(f"{k}:{v}" for k, v in sorted(h.items())) or "-"
 
 
-def format_table(res: FrameAnalysis, suggested: dict[str, float] | None = None) -> str:
-    """Human-readable table of the numbers in ``res.to_dict()``."""
+def format_table(
+    res: FrameAnalysis,
+    suggested: dict[str, float] | None = None,
+    type_map: tuple[str, ...] | None = None,
+) -> str:
+    """Human-readable table of the numbers in ``res.to_dict()`` (and the LAMMPS type map)."""
     from glassbench.analysis.speciation import ANION_KEYS, P_KEYS
 
     lines = [f"atoms: {res.n_atoms}  (P {res.n_P}, S {res.n_S}, O {res.n_O}, Na {res.na.n})"]
+    if type_map is not None:
+        lines.append(_type_map_line(type_map))
     lines.append(_cutoff_line(res.cutoffs))
     if suggested is not None:
         text = "  ".join(f"{k} {v:g}" for k, v in suggested.items()) or "none found"
@@ -105,8 +144,8 @@ def _row(k: int, res: FrameAnalysis) -> str:
     "--type-map",
     default=None,
     metavar="EL,EL,...",
-    help="LAMMPS dumps: elements of type ids 1..n, e.g. Na,P,S,O "
-    "(without it ASE reads type ids as atomic numbers).",
+    help="LAMMPS dumps: elements of type ids 1..n [default: Na,P,S,O, as for "
+    "`ingest lammps`]; dumps with an element column need none.",
 )
 @click.option(
     "--input-format",
@@ -141,35 +180,31 @@ def cli(
         cutoffs=cutoff_specs,
         suggest_cutoffs=suggest_cutoffs,
     )
-    if structures.type_ids_as_z:
-        click.echo(
-            f"note: {file}: LAMMPS dump read without --type-map; "
-            "type ids without an element column are taken as atomic numbers",
-            err=True,
-        )
+    note = _TypeMapNote(structures)
 
     if not all_frames:
         one = structures.analyze(-1 if frame is None else frame)
+        note(one)
         if fmt == "json":
-            out = one.analysis.to_dict()
-            if one.suggested_cutoffs is not None:
-                out["suggested_cutoffs"] = one.suggested_cutoffs
-            click.echo(json.dumps(out))
+            click.echo(json.dumps(_json(one)))
         else:
-            click.echo(format_table(one.analysis, one.suggested_cutoffs))
+            click.echo(format_table(one.analysis, one.suggested_cutoffs, one.type_map))
         return
 
     if fmt == "table":
         click.echo(_cutoff_line(structures.cutoffs))
-        click.echo(_row_header())
+    header = False
     for r in structures.analyze_all():
+        note(r)
         suggested = r.suggested_cutoffs
         if fmt == "json":
-            out = {"frame": r.frame, **r.analysis.to_dict()}
-            if suggested is not None:
-                out["suggested_cutoffs"] = suggested
-            click.echo(json.dumps(out))
+            click.echo(json.dumps({"frame": r.frame, **_json(r)}))
         else:
+            if not header:  # with the first frame: whether a type map named its types
+                header = True
+                if r.type_map is not None:
+                    click.echo(_type_map_line(r.type_map))
+                click.echo(_row_header())
             row = _row(r.frame, r.analysis)
             if suggested is not None:
                 row += "  suggested: " + " ".join(f"{p}={v:g}" for p, v in suggested.items())

@@ -71,6 +71,12 @@ def _load(spec_path: Path) -> CampaignSpec:
     "its env-<hash> resource instead of a subprocess (see `campaign envs`).",
 )
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: if a TTY).")
+@click.option(
+    "--yes",
+    is_flag=True,
+    help="Start a matrix larger than the campaign_max_runs setting (default 10,000 runs; "
+    "GLASSBENCH_CAMPAIGN_MAX_RUNS).",
+)
 @pass_app
 def run(
     app: AppContext,
@@ -82,12 +88,16 @@ def run(
     checkpoint_dir: Path | None,
     env_resources: bool | None,
     progress: bool | None,
+    yes: bool,
 ) -> None:
     """Run every run of SPEC not done yet; exit 1 with a summary if some failed.
 
     Safe to repeat and to run from several machines against one PostgreSQL: each run is
-    claimed atomically in the database, so none is executed twice.
+    claimed atomically in the database, so none is executed twice. The matrix size is
+    printed first; a matrix above the campaign_max_runs setting needs --yes.
     """
+    import sys
+
     from glassbench.campaigns import run_campaign
 
     if executor == "local" and scheduler:
@@ -107,6 +117,8 @@ def run(
         env_resources=env_resources,
         checkpoint_dir=checkpoint_dir,
         progress=progress,
+        max_runs=sys.maxsize if yes else app.settings.campaign_max_runs,
+        announce=click.echo,
     )
     click.echo(report.summary())
     if not report.ok:
@@ -116,9 +128,14 @@ def run(
 @cli.command("status")
 @SPEC_ARG
 @FORMAT_OPTION
+@click.option(
+    "--yes", is_flag=True, help="Show a matrix larger than the campaign_max_runs setting."
+)
 @pass_app
-def status(app: AppContext, spec: Path, fmt: str) -> None:
+def status(app: AppContext, spec: Path, fmt: str, yes: bool) -> None:
     """Runs of SPEC per MLIP and composition: done / running / pending / failed / missing."""
+    import sys
+
     from glassbench.campaigns import (
         campaign_runs,
         check_mlips,
@@ -128,6 +145,8 @@ def status(app: AppContext, spec: Path, fmt: str) -> None:
     )
 
     parsed = _load(spec)
+    # The status expands the matrix too: the same limit as `campaign run`.
+    parsed.check_size(sys.maxsize if yes else app.settings.campaign_max_runs)
     engine = app.engine
     require_schema(engine)
     check_mlips(parsed, engine)

@@ -103,7 +103,7 @@ def cli(app: AppContext, out_dir: Path, tiny: bool) -> None:
     """Run the whole system on embedded defaults (SQLite, CHGNet shipped in its wheel)."""
     from glassbench.errors import BadInput, Failure
     from glassbench.service import describe
-    from glassbench.service.migrations import upgrade
+    from glassbench.service.admin import upgrade_schema as upgrade
 
     t0 = time.perf_counter()
     size = TINY if tiny else FULL
@@ -116,7 +116,7 @@ def cli(app: AppContext, out_dir: Path, tiny: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise BadInput(f"{out_dir} exists and is not a folder", source="--out")
     out_dir.mkdir(parents=True, exist_ok=True)
-    engine = app.engine
+    engine = app.engine_for(create=True)  # the demo makes its database
     upgrade(engine)
     click.echo(f"database: {describe(engine)}")
     if importlib.util.find_spec("chgnet") is None:
@@ -165,6 +165,7 @@ def _register(engine: Any) -> None:
 def _campaign(app: AppContext, size: DemoSize, out_dir: Path, threads: int) -> CampaignReport:
     """The matrix through the campaign machinery: a local process pool, one run per core."""
     from glassbench.campaigns import CampaignSpec, Resources, default_workers, run_campaign
+    from glassbench.runners.protocol import apply_overrides
 
     spec = CampaignSpec(
         path=out_dir / "demo-campaign.toml",
@@ -174,18 +175,26 @@ def _campaign(app: AppContext, size: DemoSize, out_dir: Path, threads: int) -> C
         quench_rates_k_ps=(size.quench_rate_k_ps,),
         seeds=(1,),
         elastic=True,
-        protocols=(demo_protocol(),),
+        # The size options are applied to the protocol itself, which keeps its name ("demo");
+        # as spec overrides they would rename it (a changed protocol gets a changed name).
+        protocols=(
+            apply_overrides(
+                demo_protocol(),
+                {
+                    "formula_units": size.formula_units,
+                    "melt_ps": size.melt_ps,
+                    "anneal_ps": size.anneal_ps,
+                    "production_ps": size.production_ps,
+                    "timestep_fs": size.timestep_fs,
+                    "taup_fs": DEMO_TAUP_FS,
+                    "relax_steps": size.relax_steps,
+                    "thermo_every": 5,
+                    "frame_every": size.frame_every,
+                    "block_frames": 2,
+                },
+            ),
+        ),
         protocol={
-            "formula_units": size.formula_units,
-            "melt_ps": size.melt_ps,
-            "anneal_ps": size.anneal_ps,
-            "production_ps": size.production_ps,
-            "timestep_fs": size.timestep_fs,
-            "taup_fs": DEMO_TAUP_FS,
-            "relax_steps": size.relax_steps,
-            "thermo_every": 5,
-            "frame_every": size.frame_every,
-            "block_frames": 2,
             "flush_every": 50,
             # max_steps 0: unrelaxed (affine) strains of the MD cell, the Born upper bound.
             "elastic_max_steps": max(size.elastic_max_steps, 1),

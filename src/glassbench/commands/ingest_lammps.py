@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from glassbench.analysis.files import DEFAULT_TYPE_MAP
 from glassbench.cli import AppContext, pass_app
 from glassbench.commands._common import (
     INGEST_ANALYSIS_OPTIONS,
@@ -30,16 +31,18 @@ from glassbench.schema.models import FRAME_STAGES
 @RUN_KEY_OPTIONS
 @click.option(
     "--type-map",
-    default="Na,P,S,O",
+    default=",".join(DEFAULT_TYPE_MAP),
     show_default=True,
-    help="Elements of LAMMPS atom types 1, 2, ... (dumps without an element column).",
+    help="Elements of LAMMPS atom types 1, 2, ... (dumps without an element column); "
+    "`glassbench analyze` uses the same default.",
 )
 @stage_option(FRAME_STAGES)
 @click.option(
     "--units",
     type=click.Choice(["metal", "real"]),
     default=None,
-    help="Override the log's `units` command (for logs written with `echo none`).",
+    help="Unit style of a log written with `echo none`; a log that states other units "
+    "(`units metal`) is refused.",
 )
 @INGEST_ANALYSIS_OPTIONS
 @pass_app
@@ -62,6 +65,7 @@ def cli(
     Re-ingesting the same files for the same key does nothing; other files for an existing
     key are refused unless --replace. Everything is one transaction.
     """
+    from glassbench.ingest.lammps_dump import types_named
     from glassbench.ingest.slots import RunKey
     from glassbench.ingest.usecases import ingest_lammps
 
@@ -78,3 +82,7 @@ def cli(
             replace=replace,
         )
     click.echo(result.describe())
+    if dump_path is not None and result.action != "unchanged" and types_named(dump_path):
+        symbols = [t.strip() for t in type_map.split(",")]
+        names = "  ".join(f"{k}={el}" for k, el in enumerate(symbols, 1))
+        click.echo(f"LAMMPS types: {names} (--type-map)")

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
 from glassbench.cli import AppContext, pass_app
 from glassbench.commands._common import FORMAT_OPTION, format_rows
-from glassbench.errors import BadInput
-from glassbench.runners.registry import ARCH_CHOICES, PRETRAINED
+from glassbench.runners.registry import ARCH_CHOICES
 from glassbench.schema.models import DISPERSION
 
 
@@ -23,16 +21,26 @@ def cli() -> None:
 @click.argument("name")
 @click.option("--arch", type=click.Choice(ARCH_CHOICES), required=True)
 @click.option(
-    "--model", "model", default=None, help="Model file (mace/deepmd/grace) or pretrained name."
+    "--model",
+    "model",
+    default=None,
+    help="Model file (mace, deepmd), saved-model directory (grace) or pretrained name.",
 )
 @click.option(
-    "--python", "python", default=None, help="Interpreter of the environment that runs it."
+    "--python",
+    "python",
+    default=None,
+    help="Interpreter of the environment that runs it (must import glassbench).",
 )
 @click.option("--training-data", default=None)
 @click.option("--functional", default=None)
 @click.option("--dispersion", type=click.Choice(DISPERSION), default="none", show_default=True)
 @click.option("--parent", default=None, help="Registered MLIP this one was fine-tuned from.")
-@click.option("--replace", is_flag=True, help="Overwrite an existing registration of NAME.")
+@click.option(
+    "--replace",
+    is_flag=True,
+    help="Change an existing registration of NAME (not its model once it has results).",
+)
 @pass_app
 def add(
     app: AppContext,
@@ -46,10 +54,15 @@ def add(
     parent: str | None,
     replace: bool,
 ) -> None:
-    """Register MLIP NAME (the model file's sha256 is recorded)."""
+    """Register MLIP NAME (the model file's sha256 is recorded).
+
+    Registering the same values again changes nothing. Other values need --replace; the model,
+    architecture or dispersion of an MLIP that has results never change (register a new name).
+    """
     from glassbench.runners.registry import register_mlip
 
-    _check_options(name, arch, model, python)
+    # Every option is checked before the database is touched; errors name the fields, which
+    # cli.FLAG_OF_FIELD turns into these options' flags.
     registration = register_mlip(
         app.engine,
         name,
@@ -63,24 +76,6 @@ def add(
         replace=replace,
     )
     click.echo(registration.describe())
-
-
-def _check_options(name: str, arch: str, model: str | None, python: str | None) -> None:
-    """The checks of ``register_mlip``, in its order, worded with this command's options."""
-    if not name.strip() or len(name) > 128:
-        raise BadInput("name must be 1-128 characters", source="NAME")
-    if arch in PRETRAINED:
-        default, allowed = PRETRAINED[arch]
-        if allowed and (model or default) not in allowed:
-            raise BadInput(
-                f"{arch} pretrained model must be one of {allowed}, not {model!r}", source="--model"
-            )
-    elif model is None:
-        raise BadInput(f"--arch {arch} needs --model PATH (the model file)", source="--model")
-    elif not Path(model).exists():
-        raise BadInput("model file does not exist", source=model, where="--model")
-    if python is not None and not Path(python).exists():
-        raise BadInput("interpreter does not exist", source=python, where="--python")
 
 
 @cli.command("list")

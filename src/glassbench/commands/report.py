@@ -16,7 +16,7 @@ from glassbench.errors import BadInput, Failure
 _OUT = click.option(
     "--out",
     "out_dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
     default=None,
     help="Output folder (default: GLASSBENCH_REPORT_DIR or ./report). File names inside are fixed.",
 )
@@ -47,11 +47,11 @@ def _formats(text: str) -> tuple[str, ...]:
         raise BadInput(str(exc), source="--format") from None
 
 
-def _out(app: AppContext, out_dir: Path | None) -> Path:
-    out = out_dir if out_dir is not None else app.settings.report_dir
-    if out.exists() and not out.is_dir():
-        raise BadInput("exists and is not a directory", source=f"--out {out}")
-    return out
+def _out(app: AppContext, out_dir: Path | None, formats: tuple[str, ...]) -> Path:
+    """The output folder, created and proven writable before the database is touched."""
+    from glassbench.reports.generate import prepare_out_dir
+
+    return prepare_out_dir(out_dir if out_dir is not None else app.settings.report_dir, formats)
 
 
 @click.group("report")
@@ -83,8 +83,10 @@ def generate(
     from glassbench.reports.generate import generate_report
 
     fmts = _formats(formats)
-    out = _out(app, out_dir)
+    # The database first (a missing SQLite file is exit 2 before a folder is made), then the
+    # folder (before any query), then the schema.
     engine = app.engine
+    out = _out(app, out_dir, fmts)
     require_schema(engine)
     try:
         result = generate_report(
@@ -144,7 +146,6 @@ def schedule(
     if (cron is None) == (interval_seconds is None):
         raise BadInput("give one schedule: --cron EXPR", source="report schedule")
     fmts = _formats(formats)
-    out = _out(app, out_dir)
     if cron is not None:
         from apscheduler.triggers.cron import CronTrigger
 
@@ -160,6 +161,7 @@ def schedule(
         trigger = IntervalTrigger(seconds=interval_seconds)
         description = f"every {interval_seconds:g} s"
     engine = app.engine
+    out = _out(app, out_dir, fmts)
     runner = ReportScheduler(
         engine,
         lambda: generate_report(engine, out_dir=out, formats=fmts, trace_runs=trace_runs or None),

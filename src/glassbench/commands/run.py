@@ -46,10 +46,38 @@ _FROM_PROTOCOL = "default: as the protocol says"
     "--block-frames", type=int, default=None, help=f"Window block size; {_FROM_PROTOCOL} (5)."
 )
 @click.option(
+    "--relax-steps",
+    type=int,
+    default=None,
+    help=f"FIRE steps on the random start; {_FROM_PROTOCOL} (100).",
+)
+@click.option(
+    "--friction", type=float, default=None, help=f"1/fs, Langevin stages; {_FROM_PROTOCOL} (0.01)."
+)
+@click.option(
+    "--taut-fs", type=float, default=None, help=f"Thermostat time constant; {_FROM_PROTOCOL} (100)."
+)
+@click.option(
+    "--taup-fs", type=float, default=None, help=f"Barostat time constant; {_FROM_PROTOCOL} (1000)."
+)
+@click.option(
+    "--compressibility",
+    type=float,
+    default=None,
+    help=f"1/GPa, Berendsen barostats; {_FROM_PROTOCOL} (0.05).",
+)
+@click.option(
     "--dispersion",
     type=click.Choice(DISPERSION),
     default=None,
     help="Override the MLIP's registered dispersion correction for this protocol.",
+)
+@click.option(
+    "--flush-every",
+    type=int,
+    default=None,
+    help="Steps between database writes and checkpoints (a multiple of --thermo-every; "
+    "default: about 200). Not part of the protocol.",
 )
 @click.option("--elastic/--no-elastic", default=False, show_default=True)
 @click.option(
@@ -93,7 +121,13 @@ def meltquench(
     thermo_every: int | None,
     frame_every: int | None,
     block_frames: int | None,
+    relax_steps: int | None,
+    friction: float | None,
+    taut_fs: float | None,
+    taup_fs: float | None,
+    compressibility: float | None,
     dispersion: str | None,
+    flush_every: int | None,
     elastic: bool,
     elastic_relax_cell: bool,
     elastic_temperature: float | None,
@@ -104,7 +138,10 @@ def meltquench(
 
     The protocol (stages, ensembles, thermostats) comes from --protocol; the other options
     override the matching stage (`--protocol study --melt-ps 2`: the study protocol with a
-    2 ps melt). See docs/protocol.md.
+    2 ps melt, stored as the protocol "study (melt_ps=2)"). A campaign spec's [protocol] takes
+    the same options as keys with their unit (--t-melt: t_melt_k). See docs/protocol.md.
+
+    Progress: a bar on a terminal; otherwise one line per stage on stderr.
     """
     from glassbench.runners.meltquench import MeltQuenchParams, run_meltquench
 
@@ -126,7 +163,13 @@ def meltquench(
         thermo_every=thermo_every,
         frame_every=frame_every,
         block_frames=block_frames,
+        relax_steps=relax_steps,
+        friction_per_fs=friction,
+        taut_fs=taut_fs,
+        taup_fs=taup_fs,
+        compressibility_per_gpa=compressibility,
         dispersion=dispersion,
+        flush_every=flush_every,
         elastic=elastic,
         elastic_relax_cell=elastic_relax_cell,
         elastic_temperature_k=elastic_temperature,

@@ -15,6 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 from sqlmodel import Session
 
+from glassbench.analysis.limits import MAX_ATOMS, MAX_COORD_A, first_bad_coordinate
 from glassbench.chemistry import ELEMENTS, check_counts, per_formula_unit
 from glassbench.ingest.slots import InvalidData
 from glassbench.schema.models import FRAME_STAGES
@@ -79,10 +80,15 @@ def check_composition(numbers: NDArray[np.integer[Any]], x: float) -> int:
 
 
 def validate_frame(frame: FrameData, reference: FrameData | None) -> None:
-    """Shape, finiteness and consistency with the first frame (same atoms, same order)."""
+    """Shape, finiteness, bounds (analysis/limits.py) and consistency with the first frame
+    (same atoms, same order)."""
     n = len(frame.numbers)
     if n == 0:
         raise InvalidData("frame has no atoms", where=frame.where)
+    if n > MAX_ATOMS:
+        raise InvalidData(
+            f"{n} atoms, above the limit of {MAX_ATOMS:,} per frame", where=frame.where
+        )
     if frame.positions.shape != (n, 3):
         raise InvalidData(
             f"positions have shape {frame.positions.shape}, expected ({n}, 3)", where=frame.where
@@ -90,6 +96,12 @@ def validate_frame(frame: FrameData, reference: FrameData | None) -> None:
     if not np.isfinite(frame.positions).all():
         bad = int(np.flatnonzero(~np.isfinite(frame.positions).all(axis=1))[0])
         raise InvalidData(f"atom {bad + 1}: position is NaN or infinite", where=frame.where)
+    if (far := first_bad_coordinate(frame.positions)) is not None:
+        raise InvalidData(
+            f"atom {far + 1}: position {' '.join(f'{v:g}' for v in frame.positions[far])} "
+            f"beyond ±{MAX_COORD_A:g} Å",
+            where=frame.where,
+        )
     if frame.cell.shape != (3, 3) or not np.isfinite(frame.cell).all():
         raise InvalidData("cell is missing, malformed, NaN or infinite", where=frame.where)
     with np.errstate(over="ignore", invalid="ignore"):  # an overflowing cell fails analysis

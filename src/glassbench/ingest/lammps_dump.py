@@ -13,7 +13,6 @@ Every problem is a :class:`~glassbench.errors.BadInput` naming the file, the fra
 from __future__ import annotations
 
 import io
-import itertools
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +22,14 @@ from typing import Any, BinaryIO
 import numpy as np
 from numpy.typing import NDArray
 
+from glassbench.analysis.limits import (
+    MAX_ATOMS,
+    MAX_COORD_A,
+    MAX_FRAME_BYTES,
+    LineTooLong,
+    first_bad_coordinate,
+    read_line,
+)
 from glassbench.errors import BadInput
 from glassbench.ingest.frames import FrameData
 from glassbench.ingest.lammps_log import UNIT_SYSTEMS, LogInfo, Progress, StepSegment
@@ -125,7 +132,10 @@ class LammpsDump:
 
         def readline() -> tuple[bytes, int]:
             nonlocal lineno
-            raw = fh.readline()
+            try:
+                raw = read_line(fh)
+            except LineTooLong as exc:
+                raise self._bad(str(exc), lineno + 1, index) from None
             if raw:
                 lineno += 1
                 if self._progress is not None:
@@ -153,7 +163,10 @@ class LammpsDump:
                 raise self._bad(f"expected an 'ITEM:' line, got {text[:40]!r}", ln, index)
             item = text[5:].strip()
             if item == "TIMESTEP":
-                header["step"] = self._int(value_line("TIMESTEP"), lineno, index)
+                step = self._int(value_line("TIMESTEP"), lineno, index)
+                if step < 0:
+                    raise self._bad(f"negative TIMESTEP {step}", lineno, index)
+                header["step"] = step
             elif item == "TIME":
                 header["time"] = self._float(value_line("TIME"), lineno, index)
             elif item == "UNITS":
@@ -162,11 +175,13 @@ class LammpsDump:
                     raise self._bad(f"dump units {self.units!r} are not supported", lineno, index)
             elif item == "NUMBER OF ATOMS":
                 n = self._int(value_line("NUMBER OF ATOMS"), lineno, index)
-                if not 0 < n < 2**31:
-                    raise self._bad(f"{n} atoms", lineno, index)
+                if not 0 < n <= MAX_ATOMS:
+                    limit = f", above the limit of {MAX_ATOMS:,} per frame" if n > 0 else ""
+                    raise self._bad(f"{n} atoms{limit}", lineno, index)
                 header["n"] = n
             elif item.startswith("BOX BOUNDS"):
-                header["box"] = self._box(item, [value_line("BOX BOUNDS") for _ in range(3)], ln)
+                rows = [value_line("BOX BOUNDS") for _ in range(3)]
+                header["box"] = self._box(item, rows, ln, index)
             elif item.startswith("ATOMS"):
                 missing = [k for k in ("step", "n", "box") if k not in header]
                 if missing:
@@ -174,11 +189,11 @@ class LammpsDump:
                         f"ITEM: ATOMS before {', '.join(missing)} (not a LAMMPS dump?)", ln, index
                     )
                 n = header["n"]
-                lines = list(itertools.islice(fh, n))
+                first_atom_line = lineno + 1
+                lines = self._atom_lines(fh, n, first_atom_line, index)
                 blob = b"".join(lines)
                 if self._progress is not None:
                     self._progress(len(blob))
-                first_atom_line = lineno + 1
                 lineno += len(lines)
                 if len(lines) < n:
                     raise self._bad(
@@ -192,6 +207,28 @@ class LammpsDump:
                 header = {}
             else:
                 raise self._bad(f"unknown dump item {item[:40]!r}", ln, index)
+
+    def _atom_lines(self, fh: BinaryIO, n: int, first_line: int, index: int) -> list[bytes]:
+        """Up to ``n`` lines (fewer at the end of the file), each and all of them bounded."""
+        lines: list[bytes] = []
+        size = 0
+        for k in range(n):
+            try:
+                raw = read_line(fh)
+            except LineTooLong as exc:
+                raise self._bad(str(exc), first_line + k, index) from None
+            if not raw:
+                break
+            size += len(raw)
+            if size > MAX_FRAME_BYTES:
+                raise self._bad(
+                    f"frame of more than {MAX_FRAME_BYTES >> 20} MiB of text ({k + 1} of {n} "
+                    "atom lines)",
+                    first_line + k,
+                    index,
+                )
+            lines.append(raw)
+        return lines
 
     def _text(self, raw: bytes, lineno: int, index: int) -> str:
         if b"\x00" in raw:
@@ -216,19 +253,21 @@ class LammpsDump:
             raise self._bad(f"non-finite value {text.strip()!r}", lineno, index)
         return v
 
-    def _box(self, item: str, lines: list[str], lineno: int) -> tuple[Any, ...]:
+    def _box(self, item: str, lines: list[str], lineno: int, index: int) -> tuple[Any, ...]:
         flags = item.split()[2:]
         tilted = flags[:3] == ["xy", "xz", "yz"]
         pbc_flags = flags[3:] if tilted else flags
         try:
             vals = np.array([[float(t) for t in ln.split()] for ln in lines])
         except ValueError:
-            raise self._bad("malformed BOX BOUNDS", lineno) from None
+            raise self._bad("malformed BOX BOUNDS", lineno, index) from None
         if vals.shape != (3, 3 if tilted else 2):
             # includes LAMMPS's general triclinic "BOX BOUNDS abc origin", not supported
-            raise self._bad(f"unsupported or malformed '{item}'", lineno)
+            raise self._bad(f"unsupported or malformed '{item}'", lineno, index)
         if not np.isfinite(vals).all():
-            raise self._bad("non-finite BOX BOUNDS", lineno)
+            raise self._bad("non-finite BOX BOUNDS", lineno, index)
+        if (np.abs(vals) > MAX_COORD_A).any():
+            raise self._bad(f"BOX BOUNDS beyond ±{MAX_COORD_A:g} Å", lineno, index)
         if tilted:
             xy, xz, yz = vals[0, 2], vals[1, 2], vals[2, 2]
             # Dumps give the bounding box of the tilted cell; undo that (LAMMPS Howto triclinic).
@@ -242,7 +281,7 @@ class LammpsDump:
             (xlo, xhi), (ylo, yhi), (zlo, zhi) = vals[:, :2]
         cell = np.array([[xhi - xlo, 0.0, 0.0], [xy, yhi - ylo, 0.0], [xz, yz, zhi - zlo]])
         if (np.diag(cell) <= 0).any():
-            raise self._bad("box has a non-positive length", lineno)
+            raise self._bad("box has a non-positive length", lineno, index)
         pbc = tuple(f == "pp" for f in pbc_flags[:3]) if len(pbc_flags) >= 3 else (True,) * 3
         return cell, np.array([xlo, ylo, zlo]), pbc
 
@@ -296,8 +335,16 @@ class LammpsDump:
             raise self._bad("NaN or infinite value in an atom line", first_line + i, index)
         pos = data[:, :3]
         cell, origin, pbc = header["box"]
-        with np.errstate(over="ignore", invalid="ignore"):  # overflow: refused as non-finite later
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow: refused just below
             pos = pos @ cell if coords[0].startswith("xs") else pos - origin
+        bad_atom = first_bad_coordinate(pos)
+        if bad_atom is not None:
+            raise self._bad(
+                f"coordinates {' '.join(f'{v:g}' for v in data[bad_atom, :3])} beyond "
+                f"±{MAX_COORD_A:g} Å",
+                first_line + bad_atom,
+                index,
+            )
         if has_element:
             numbers = self._elements(index, first_line, lines, col["element"])
         else:
@@ -376,6 +423,23 @@ class LammpsDump:
         return self._bad("malformed atom lines", first_line, index)
 
 
+def types_named(path: Path) -> bool:
+    """Whether the type map names the atoms of the dump's first frame (a ``type`` column and
+    no ``element`` column); False for anything unreadable (the ingest words that)."""
+    try:
+        with open(path, "rb") as fh:
+            for _ in range(64):  # a frame header is 9-10 lines
+                line = read_line(fh)
+                if not line:
+                    return False
+                if line.startswith(b"ITEM: ATOMS"):
+                    cols = line.split()[2:]
+                    return b"type" in cols and b"element" not in cols
+    except (OSError, LineTooLong):
+        return False
+    return False
+
+
 def dump_frames(dump: LammpsDump, log: LogInfo) -> Iterator[FrameData]:
     """The dump's frames with the log's stored steps and times, for the pipeline.
 
@@ -397,6 +461,12 @@ def dump_frames(dump: LammpsDump, log: LogInfo) -> Iterator[FrameData]:
         if step == last:
             continue
         last = step
+        if dump.units is not None and log.units is not None and dump.units != log.units:
+            raise BadInput(
+                f"the dump is in units {dump.units!r} (ITEM: UNITS) but the log in {log.units!r}",
+                source=str(dump.path),
+                where=f.where,
+            )
         units = dump.units or log.units
         if f.time is not None and units in UNIT_SYSTEMS:
             time_ps: float | None = f.time * UNIT_SYSTEMS[units].time_ps

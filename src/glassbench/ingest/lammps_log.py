@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from glassbench.analysis.limits import MAX_ATOMS, LineTooLong, read_line
 from glassbench.chemistry import counts_for
 from glassbench.errors import BadInput
 from glassbench.ingest.properties import density_from
@@ -56,6 +57,17 @@ _CREATED = re.compile(r"^Created\s+(\d+)\s+atoms")
 _READ_ATOMS = re.compile(r"^(\d+)\s+atoms$")
 _NEW_TOTAL = re.compile(r"new total\s*=\s*(\d+)")
 _VERSION = re.compile(r"^LAMMPS \((.+)\)")
+
+
+def _stated_units(line: str) -> str | None:
+    """The unit style a stripped log line states: the echoed ``units`` command, or the
+    ``Unit style : metal`` line of LAMMPS >= 2022's run set-up summary."""
+    if line.startswith("Unit style") and ":" in line:
+        return line.split(":", 1)[1].strip()
+    tokens = line.split("#", 1)[0].split()
+    if len(tokens) >= 2 and tokens[0] == "units":
+        return tokens[1]
+    return None
 
 
 def check_text_file(path: Path, *, what: str = "file") -> None:
@@ -119,7 +131,10 @@ class LammpsLog:
     """Stream the thermo rows of a LAMMPS log in schema units (see module docstring).
 
     ``counts`` (atoms by element) or ``x`` let rows without a Density column get one from the
-    volume. ``units`` overrides the log's ``units`` command (for logs written with ``echo none``).
+    volume. ``units`` are the unit style of a log that does not state it (written with ``echo
+    none``); a log that states other units (``units metal``, or LAMMPS's ``Unit style`` line)
+    is refused with a :class:`BadInput` on the field ``units`` naming the file and line: its
+    numbers would be converted with the wrong factors (times 1000x, energies 23x off).
     """
 
     def __init__(
@@ -133,7 +148,7 @@ class LammpsLog:
     ) -> None:
         self.path = path
         self.info = LogInfo(units=units)
-        self._forced_units = units is not None
+        self._given_units = units
         self._counts = dict(counts) if counts is not None else None
         self._x = x
         self._progress = progress
@@ -154,8 +169,16 @@ class LammpsLog:
     # reported with its line instead of a UnicodeDecodeError from deep inside io.
     def _lines(self) -> Iterator[tuple[int, str]]:
         pending = 0
+        lineno = 0
         with open(self.path, "rb") as fh:
-            for lineno, raw in enumerate(fh, 1):
+            while True:
+                lineno += 1
+                try:
+                    raw = read_line(fh)
+                except LineTooLong as exc:
+                    raise self._bad(str(exc), lineno) from None
+                if not raw:
+                    break
                 if self._progress is not None:
                     pending += len(raw)
                     if pending >= 1 << 20:  # one bar update per MiB, not per line
@@ -170,13 +193,37 @@ class LammpsLog:
         if self._progress is not None and pending:
             self._progress(pending)
 
+    def check_units(self) -> None:
+        """Read the log up to its first thermo block and refuse given units it contradicts.
+
+        The same check runs while :meth:`rows` streams; this one fails before anything is
+        written, and reads only the set-up part of the log (``units`` must precede a run).
+        """
+        if self._given_units is None:
+            return
+        for lineno, line in self._lines():
+            s = line.strip()
+            if s.startswith(_MEMORY_LINES):
+                return
+            name = _stated_units(s)
+            if name is not None:
+                self._set_units(name, lineno)
+
     @property
     def unit_system(self) -> UnitSystem:
         assert self.info.units is not None
         return UNIT_SYSTEMS[self.info.units]
 
     def _set_units(self, name: str, lineno: int) -> None:
-        if self._forced_units:
+        given = self._given_units
+        if given is not None:
+            if name != given:
+                # A parameter error (the field is what the user typed), naming the log line.
+                raise BadInput(
+                    f"{given!r} contradicts `units {name}` at line {lineno} of {self.path} "
+                    "(leave it out: the log states its units)",
+                    field="units",
+                )
             return
         if name not in UNIT_SYSTEMS:
             raise self._bad(
@@ -187,9 +234,7 @@ class LammpsLog:
 
     def _command(self, tokens: list[str], lineno: int) -> None:
         cmd = tokens[0]
-        if cmd == "units" and len(tokens) >= 2:
-            self._set_units(tokens[1], lineno)
-        elif cmd == "timestep" and len(tokens) >= 2:
+        if cmd == "timestep" and len(tokens) >= 2:
             try:
                 new_dt = float(tokens[1])
             except ValueError:
@@ -327,7 +372,7 @@ class LammpsLog:
                     multi = None
                 m = _LOOP_ATOMS.search(s)
                 if m:
-                    self.info.natoms = int(m.group(1))
+                    self.info.natoms = self._atom_count(int(m.group(1)), lineno)
                 if minimizing and self._current_raw is not None:
                     self._atimestep = self._current_raw
                 self.info.n_blocks += 1
@@ -398,21 +443,27 @@ class LammpsLog:
             self.info.lammps_version = m.group(1)
             return
         if m := _CREATED.match(s):
-            self._created += int(m.group(1))
+            self._created = self._atom_count(self._created + int(m.group(1)), lineno)
             self.info.natoms = self._created
             return
         if m := _READ_ATOMS.match(s):
-            self.info.natoms = self._created = int(m.group(1))
+            self.info.natoms = self._created = self._atom_count(int(m.group(1)), lineno)
             return
         if m := _NEW_TOTAL.search(s):
-            self.info.natoms = self._created = int(m.group(1))
+            self.info.natoms = self._created = self._atom_count(int(m.group(1)), lineno)
             return
-        if s.startswith("Unit style") and ":" in s:  # LAMMPS >= 2022 run setup summary
-            self._set_units(s.split(":", 1)[1].strip(), lineno)
+        if (name := _stated_units(s)) is not None:
+            self._set_units(name, lineno)
             return
         tokens = s.split("#", 1)[0].split()
         if tokens:
             self._command(tokens, lineno)
+
+    def _atom_count(self, n: int, lineno: int) -> int:
+        """An atom count the log states, within `MAX_ATOMS` (it sizes densities and energies)."""
+        if n > MAX_ATOMS:
+            raise self._bad(f"{n} atoms, above the limit of {MAX_ATOMS:,}", lineno)
+        return n
 
     def _natoms(self, values: Mapping[str, float], lineno: int) -> int:
         n = values.get("atoms")

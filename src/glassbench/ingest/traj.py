@@ -14,15 +14,20 @@ parsed by ASE's own extxyz reader.
 from __future__ import annotations
 
 import io
-import itertools
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from glassbench.analysis.limits import (
+    MAX_ATOMS,
+    MAX_FRAME_BYTES,
+    LineTooLong,
+    read_line,
+)
 from glassbench.errors import BadInput
 from glassbench.ingest.frames import FrameData, element_counts
 from glassbench.ingest.properties import density_from
@@ -139,7 +144,8 @@ class AseTrajectory:
         index = 0
         with open(self.path, "rb") as fh:
             while True:
-                first = fh.readline()
+                where = f"frame {index}, line {lineno + 1}"
+                first = self._read_line(fh, where)
                 if not first:
                     return
                 lineno += 1
@@ -154,9 +160,10 @@ class AseTrajectory:
                     raise self._bad(
                         f"expected the atom count of a frame, got {text.strip()[:40]!r}", where
                     ) from None
-                if n <= 0:
-                    raise self._bad(f"atom count {n}", where)
-                body = list(itertools.islice(fh, n + 1))
+                if not 0 < n <= MAX_ATOMS:
+                    limit = f", above the limit of {MAX_ATOMS:,} per frame" if n > 0 else ""
+                    raise self._bad(f"atom count {n}{limit}", where)
+                body = self._body(fh, n + 1, start, index)
                 lineno += len(body)
                 if len(body) < n + 1 or not body[-1].strip():
                     got = max(len(body) - 1, 0)
@@ -171,6 +178,29 @@ class AseTrajectory:
                 yield atoms, where
                 index += 1
 
+    def _read_line(self, fh: IO[bytes], where: str) -> bytes:
+        try:
+            return read_line(fh)
+        except LineTooLong as exc:
+            raise self._bad(str(exc), where) from None
+
+    def _body(self, fh: IO[bytes], n: int, start: int, index: int) -> list[bytes]:
+        """The comment and atom lines after a count line (fewer at the end of the file)."""
+        body: list[bytes] = []
+        size = 0
+        for k in range(n):
+            raw = self._read_line(fh, f"frame {index}, line {start + k + 1}")
+            if not raw:
+                break
+            size += len(raw)
+            if size > MAX_FRAME_BYTES:
+                raise self._bad(
+                    f"frame of more than {MAX_FRAME_BYTES >> 20} MiB of text",
+                    f"frame {index}, line {start + k + 1}",
+                )
+            body.append(raw)
+        return body
+
     def _decode(self, raw: bytes, where: str) -> str:
         if b"\x00" in raw:
             raise self._bad("binary data in an extxyz file", where)
@@ -184,6 +214,8 @@ class AseTrajectory:
 
         info = atoms.info
         step = _int_info(info, "step", index, where, self)
+        if step < 0:  # as a LAMMPS dump's TIMESTEP: MD steps count from 0
+            raise self._bad(f"negative step {step}", where)
         time_ps = _float_info(info, "time_ps", where, self)
         if time_ps is None and (t_fs := _float_info(info, "time_fs", where, self)) is not None:
             time_ps = t_fs / 1000.0

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from glassbench.analysis.cutoffs import cutoff_table
+from glassbench.analysis.files import DEFAULT_TYPE_MAP
 from glassbench.errors import BadInput
 from glassbench.ingest.pipeline import (
     IngestResult,
@@ -46,7 +46,7 @@ def ingest_lammps(
     log: str | Path,
     dump: str | Path | None = None,
     *,
-    type_map: str | Sequence[str] = "Na,P,S,O",
+    type_map: str | Sequence[str] = ",".join(DEFAULT_TYPE_MAP),
     stage: str | None = None,
     units: str | None = None,
     cutoffs: Cutoffs = None,
@@ -57,8 +57,9 @@ def ingest_lammps(
 
     ``type_map`` names the elements of LAMMPS atom types 1, 2, ... (``"Na,P,S,O"`` or a list);
     ``stage`` is the stage of every frame but the last, which is ``final`` (default
-    ``other``); ``units`` overrides the log's ``units`` command (``metal`` or ``real``, for
-    logs written with ``echo none``); ``cutoffs`` overrides bond cutoffs of the analysis
+    ``other``); ``units`` (``metal`` or ``real``) is the unit style of a log written with
+    ``echo none``: a log that states other units is refused (field ``units``, naming the
+    line) before anything is written; ``cutoffs`` overrides bond cutoffs of the analysis
     (``{"P-S": 2.5}`` or ``["P-S=2.5"]``). ``key.protocol`` defaults to
     ``{"source": "lammps"}``. ``progress``: a bar on stderr (None: when it is a terminal).
     """
@@ -85,6 +86,7 @@ def ingest_lammps(
     log_path = Path(log)
     dump_path = Path(dump) if dump is not None else None
     check_text_file(log_path, what="log")
+    LammpsLog(log_path, units=units).check_units()
     files = [log_path]
     counts = None
     if dump_path is not None:
@@ -218,53 +220,6 @@ def ingest_traj(
             files=[path],
             software={"glassbench": __version__, "ase": ase.__version__, "format": fmt},
         )
-
-
-@dataclass(frozen=True)
-class ExperimentResult:
-    """Experimental reference values stored from one CSV file."""
-
-    path: str
-    n_values: int
-    n_subjects: int
-
-    def describe(self) -> str:
-        """The one line ``glassbench ingest experiment`` prints."""
-        return (
-            f"{self.path}: {self.n_values} experimental values for {self.n_subjects} subjects "
-            "ingested"
-        )
-
-
-def ingest_experiment(engine: Engine, csv_path: str | Path) -> ExperimentResult:
-    """Store experimental reference values (columns x,property,value,uncertainty,source).
-
-    The whole file is validated before anything is written; values already stored for the
-    same subject, property and source are updated.
-    """
-    from glassbench.ingest.experiment import read_experiment_csv
-    from glassbench.service import unit_of_work
-    from glassbench.service.repos import composition_id, experiment_subject, set_experiment
-
-    rows = read_experiment_csv(Path(csv_path))
-    _require_schema(engine)
-    with unit_of_work(engine) as session:
-        for r in rows:
-            cid = composition_id(session, r.x, r.family) if r.x is not None else None
-            set_experiment(
-                session,
-                {
-                    "subject": experiment_subject(x=r.x, crystal=r.crystal, family=r.family),
-                    "composition_id": cid,
-                    "crystal": r.crystal,
-                    "property": r.property,
-                    "value": r.value,
-                    "uncertainty": r.uncertainty,
-                    "source": r.source,
-                },
-            )
-    subjects = {(r.x, r.crystal) for r in rows}
-    return ExperimentResult(str(csv_path), len(rows), len(subjects))
 
 
 def _require_schema(engine: Engine) -> None:

@@ -16,7 +16,15 @@ from glassbench.reports import figures as fig
 from glassbench.reports import metrics as mx
 from glassbench.reports.keys import ARTEFACTS, COMPARABLE, TRACE_UNITS, TREND_PANELS, Key, key_of
 from glassbench.reports.queries import ReportData
-from glassbench.reports.render import Code, Document, Figure, Section, Table, Text
+from glassbench.reports.render import (
+    Code,
+    Document,
+    Figure,
+    Section,
+    Table,
+    Text,
+    column_header,
+)
 from glassbench.schema import RunStatus
 
 TABLE_NAMES = (
@@ -59,6 +67,24 @@ def _labelled(df: pd.DataFrame) -> pd.DataFrame:
     ]
     out.insert(pos + 1, "unit", [k.unit if k is not None else "" for k in keys])
     return out
+
+
+def _mlip_columns(matrix: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, tuple[str, ...]]:
+    """A property x MLIP matrix as (CSV data, display table, display headers).
+
+    MLIP names are user input: as column names they could collide with ``property`` or
+    ``unit`` and would be humanised like column names, so the display table gets neutral
+    column names and the names themselves, verbatim, as headers.
+    """
+    mlips = [str(m) for m in matrix.columns]
+    values = matrix.to_numpy(dtype=float)
+    data = pd.DataFrame(values, columns=pd.Index(mlips, dtype=object))
+    data.insert(0, str(Key.prop), list(matrix.index), allow_duplicates=True)
+    display = _labelled(pd.DataFrame({str(Key.prop): list(matrix.index)}))
+    fixed = [column_header(str(c)) for c in display.columns]
+    for i in range(len(mlips)):
+        display[f"mlip_{i}"] = values[:, i]
+    return data, display, (*fixed, *mlips)
 
 
 def _pm(mean: float, std: float, n: int) -> str:
@@ -162,12 +188,14 @@ def _mae_section(data: ReportData, done: pd.DataFrame) -> tuple[Section, pd.Data
         matrix = table.pivot_table(
             index=Key.prop, columns=Key.mlip, values=Key.mae, aggfunc="first", sort=False
         )
+        matrix_csv, matrix_display, headers = _mlip_columns(matrix)
         s.blocks.append(
             Table(
                 "mae_matrix",
                 "MAE per property (rows) and MLIP (columns)",
-                matrix.reset_index(),
-                display=_labelled(matrix.reset_index()),
+                matrix_csv,
+                display=matrix_display,
+                headers=headers,
                 note="Lower is better; missing where an MLIP has no point with experiment. "
                 "Signed errors, point counts and seed scatter are in the next table.",
             )

@@ -37,9 +37,17 @@ def mlip_colors(names: Sequence[str]) -> dict[str, str]:
     return {n: _PALETTE[i % len(_PALETTE)] for i, n in enumerate(sorted(set(names)))}
 
 
+def plain(text: object) -> str:
+    """``text`` drawn literally by matplotlib: MLIP and crystal names are user input, and a
+    ``$`` pair would be parsed as mathtext (a malformed one aborts the whole report), while a
+    legend silently drops labels that start with ``_``."""
+    out = str(text).replace("$", r"\$")
+    return " " + out if out.startswith("_") else out
+
+
 def axis_label(key: str) -> str:
     k = key_of(key)
-    return k.header if k is not None else key
+    return k.header if k is not None else plain(key)
 
 
 def _png(fig: Figure) -> bytes:
@@ -50,7 +58,7 @@ def _png(fig: Figure) -> bytes:
 
 
 def series_label(row: Mapping[str, object], *, many_rates: bool, many_protocols: bool) -> str:
-    label = str(row[Key.mlip])
+    label = plain(row[Key.mlip])
     if many_rates:
         label += f" @ {float(row[Key.quench_rate]):g} K/ps"  # type: ignore[arg-type]
     if many_protocols:
@@ -208,7 +216,7 @@ def mae_by_rate_figure(
                 grp[Key.mae],
                 marker="o",
                 color=colors.get(str(mlip)),
-                label=str(mlip),
+                label=plain(mlip),
             )
         # Evenly spaced rates (a log axis costs more to draw than the rest of the panel).
         ax.set_xticks(range(len(rates)), [f"{r:g}" for r in rates])
@@ -216,7 +224,7 @@ def mae_by_rate_figure(
         ax.set_xlabel(Key.quench_rate.header)
         k = key_of(prop)
         ax.set_ylabel(f"MAE ({k.unit})" if k is not None and k.unit else "MAE")
-        ax.set_title(k.label if k is not None else prop, fontsize=10)
+        ax.set_title(k.label if k is not None else plain(prop), fontsize=10)
         ax.grid(alpha=0.3)
     h, labels = axes[0].get_legend_handles_labels()
     if h:
@@ -251,7 +259,7 @@ def trace_figure(traces: pd.DataFrame, *, keys: Sequence[str], max_panels: int =
         if hi > lo:
             ax.set_xlim(hi, lo)
         ax.set_title(
-            f"{first[Key.mlip]}, x={float(first[Key.x]):g}, "
+            f"{plain(first[Key.mlip])}, x={float(first[Key.x]):g}, "
             f"{float(first[Key.quench_rate]):g} K/ps, seed {int(first[Key.seed])} "
             f"(run {int(rid)})",
             fontsize=9,
@@ -277,9 +285,11 @@ def crystal_figure(crystal: pd.DataFrame, *, colors: Mapping[str, str]) -> bytes
     for i, m in enumerate(mlips):
         sub = data[data[Key.mlip] == m].set_index(Key.crystal)[Key.deviation_pct]
         pos = [j + (i - (len(mlips) - 1) / 2) * width for j, c in enumerate(crystals) if c in sub]
-        ax.bar(pos, [sub[c] for c in crystals if c in sub], width, label=m, color=colors.get(m))
+        ax.bar(
+            pos, [sub[c] for c in crystals if c in sub], width, label=plain(m), color=colors.get(m)
+        )
     ax.axhline(0.0, color="black", linewidth=0.8, linestyle="--")
-    ax.set_xticks(range(len(crystals)), crystals)
+    ax.set_xticks(range(len(crystals)), [plain(c) for c in crystals])
     ax.set_ylabel(Key.deviation_pct.header)
     ax.set_title("Relaxed crystal volume vs experiment")
     ax.grid(axis="y", alpha=0.3)

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,6 +27,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from glassbench.errors import BadInput
 from glassbench.reports.document import FIGURE_NAMES, TABLE_NAMES, build_document
 from glassbench.reports.queries import fingerprint, load_report_data
 from glassbench.reports.render import (
@@ -72,6 +75,46 @@ def parse_formats(text: str | Sequence[str]) -> tuple[str, ...]:
     if not wanted:
         raise ValueError(f"no format given (known: {', '.join(FORMATS)})")
     return tuple(f for f in FORMATS if f in wanted)
+
+
+def prepare_out_dir(out_dir: Path, formats: Sequence[str] = FORMATS) -> Path:
+    """Create the output folder and prove that a file can be written in it; the resolved path.
+
+    Called before any query, so an unwritable ``--out`` fails at once instead of after the whole
+    report was built. Writing is tried, not inferred from permission bits: as root they say
+    nothing, and ``/proc``, read-only mounts and a path under a regular file refuse anyway.
+    Raises :class:`BadInput` on the field ``out_dir``.
+    """
+    # `a/../chosen` names `chosen`: collapse `..` before creating anything, so no `a/` is made.
+    out = Path(os.path.normpath(out_dir.expanduser().absolute()))
+
+    def refuse(why: str) -> BadInput:
+        return BadInput(f"{out}: {why}", field="out_dir")
+
+    try:
+        if out.exists() and not out.is_dir():
+            raise refuse("exists and is not a folder")
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise refuse(f"cannot create the folder ({exc.strerror or exc})") from None
+    out = out.resolve()
+    try:
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".glassbench-probe.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise refuse(f"cannot write a file in the folder ({exc.strerror or exc})") from None
+    # Everything the requested formats write must be a file, or a real folder for figures/tables.
+    subdirs = [d for f, d in (("csv", TABLE_DIR), ("md", FIGURE_DIR)) if f in formats]
+    for sub in subdirs:
+        p = out / sub
+        if p.is_symlink() or (p.exists() and not p.is_dir()):
+            raise refuse(f"{sub} inside it is not a folder (a file or a symbolic link)")
+    files = [n for f, n in (("md", MD_FILE), ("html", HTML_FILE)) if f in formats]
+    for name in files:
+        if (out / name).is_dir():
+            raise refuse(f"{name} inside it is a folder")
+    return out
 
 
 def write_document(doc: Document, out_dir: Path, formats: Sequence[str]) -> list[str]:
@@ -169,9 +212,7 @@ def generate_report(
 
     t0 = time.perf_counter()
     formats = parse_formats(formats)
-    out = out_dir.expanduser().resolve()
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"{out} exists and is not a directory")
+    out = prepare_out_dir(out_dir, formats)
     data = load_report_data(engine, trace_runs=trace_runs)
     params: dict[str, object] = {
         "layout": LAYOUT_VERSION,

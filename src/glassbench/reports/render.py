@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import cast
 
 import pandas as pd
 
+from glassbench.csvsafe import csv_text as csv_safe_text
 from glassbench.reports.keys import key_of
 
 MISSING = "—"
@@ -35,7 +37,9 @@ class Code:
 
 @dataclass(frozen=True)
 class Table:
-    """``name`` is the fixed CSV file stem; ``data`` is written to CSV as is."""
+    """``name`` is the fixed CSV file stem; ``data`` is written to CSV as is (text cells that
+    would start a spreadsheet formula escaped); ``headers``, when given, are the display
+    table's headers as shown (e.g. MLIP names, which must not be humanised like column names)."""
 
     name: str
     title: str
@@ -43,6 +47,13 @@ class Table:
     display: pd.DataFrame | None = None
     note: str = ""
     collapsed: bool = False
+    headers: tuple[str, ...] | None = None
+
+    def display_headers(self) -> list[str]:
+        df = self.display if self.display is not None else self.data
+        if self.headers is not None:
+            return list(self.headers)
+        return [column_header(str(c)) for c in df.columns]
 
 
 @dataclass(frozen=True)
@@ -188,7 +199,7 @@ _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src
 def _html_table(t: Table) -> str:
     df = t.display if t.display is not None else t.data
     e = html.escape
-    head = "".join(f"<th>{e(column_header(str(c)))}</th>" for c in df.columns)
+    head = "".join(f"<th>{e(h)}</th>" for h in t.display_headers())
     rows = []
     for rec in df.itertuples(index=False, name=None):
         cells = []
@@ -260,8 +271,26 @@ def to_html(doc: Document) -> str:
 # --- Markdown ----------------------------------------------------------------------------
 
 
+# Markdown punctuation that could format, link or break a table row; backslash-escaped.
+_MD_PUNCT = re.compile(r"([\\`*_\[\]|~#!])")
+# Line breaks and other control characters: a user string stays on its line (a newline would
+# end a table row or start a new block).
+_MD_BREAK = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
 def _md_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    """``text`` shown literally in Markdown: no formatting, no link, no raw HTML, and one
+    table cell even with ``|`` or a newline in it. ``<``, ``>`` and ``&`` become entities
+    (every renderer decodes those, not every one honours ``\\<``)."""
+    text = _MD_BREAK.sub(" ", text)
+    text = _MD_PUNCT.sub(r"\\\1", text)
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _md_fence(text: str) -> str:
+    # A fence longer than any run of backticks in the text: the block cannot be closed early.
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    return "`" * max(3, longest + 1)
 
 
 def _md_table(t: Table) -> str:
@@ -272,9 +301,7 @@ def _md_table(t: Table) -> str:
     if df.empty:
         lines += ["(no rows)", ""]
     else:
-        lines.append(
-            "| " + " | ".join(_md_escape(column_header(str(c))) for c in df.columns) + " |"
-        )
+        lines.append("| " + " | ".join(_md_escape(h) for h in t.display_headers()) + " |")
         lines.append("|" + "|".join("---" for _ in df.columns) + "|")
         for rec in df.itertuples(index=False, name=None):
             lines.append("| " + " | ".join(_md_escape(format_cell(v)) for v in rec) + " |")
@@ -291,9 +318,10 @@ def to_markdown(doc: Document, *, figure_dir: str = "figures") -> str:
         lines += [f"## {_md_escape(s.title)}", ""]
         for b in s.blocks:
             if isinstance(b, Text):
-                lines += [b.text, ""]
+                lines += [_md_escape(b.text), ""]
             elif isinstance(b, Code):
-                lines += ["```", b.text, "```", ""]
+                fence = _md_fence(b.text)
+                lines += [fence, b.text, fence, ""]
             elif isinstance(b, Table):
                 lines.append(_md_table(b))
             else:
@@ -329,8 +357,20 @@ def write_atomic(path: Path, data: bytes | str) -> None:
 
 
 def csv_text(df: pd.DataFrame) -> str:
+    """The table as CSV; text cells and headers that a spreadsheet would run as a formula get
+    a leading ``'`` (:mod:`glassbench.csvsafe`), numeric columns are written as they are."""
+    safe = df.copy(deep=False)
+    for i in range(df.shape[1]):
+        s = df.iloc[:, i]
+        if pd.api.types.is_object_dtype(s) or pd.api.types.is_string_dtype(s):
+            safe.isetitem(i, s.map(_safe_text, na_action="ignore"))
+    safe.columns = [_safe_text(c) for c in df.columns]
     # pandas is untyped here (Any); with no path, to_csv returns the text.
-    return cast(str, df.to_csv(index=False, lineterminator="\n"))
+    return cast(str, safe.to_csv(index=False, lineterminator="\n"))
+
+
+def _safe_text(v: object) -> object:
+    return csv_safe_text(v) if isinstance(v, str) else v
 
 
 def table_names(tables: Sequence[Table]) -> list[str]:

@@ -56,11 +56,16 @@ def check_schema(engine: Engine) -> None:
 
     Connection failures propagate as SQLAlchemy errors (they are outages, to be retried).
     """
-    from glassbench.service.migrations import current_revision, head_revision
+    from glassbench.service.migrations import current_revision, head_revision, is_newer
 
     current = current_revision(engine)
     head = head_revision(engine)
     if current != head:
+        if is_newer(engine, current):
+            raise SchemaNotReady(
+                f"database is at revision {current}, newer than this glassbench (head {head}): "
+                "upgrade glassbench"
+            )
         raise SchemaNotReady(
             "database has no glassbench schema: run `glassbench db upgrade`"
             if current is None

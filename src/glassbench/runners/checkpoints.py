@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sqlalchemy.engine import Engine
 
+from glassbench.errors import BadInput
 from glassbench.service import repos
 
 if TYPE_CHECKING:
@@ -35,6 +37,30 @@ class Checkpoint:
     step: int
     stage_index: int = -1
     dynamics: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def check_checkpoint_dir(
+    directory: Path, *, source: str | None = None, where: str | None = None
+) -> None:
+    """Create ``directory`` if needed and prove that a file can be written in it.
+
+    A probe file, not the permission bits: as root every mode bit says yes, and a read-only
+    mount, a full disk or a path under /proc only shows itself when a file is created.
+    BadInput names the field ``checkpoint_dir`` (or ``source``/``where``: a spec's key).
+    """
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in a spec's path
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise BadInput(
+            f"cannot write checkpoints in {directory}: {reason}",
+            field=None if where else "checkpoint_dir",
+            source=source,
+            where=where,
+        ) from None
 
 
 def checkpoint_path(directory: Path, engine: Engine, run_id: int) -> Path:

@@ -9,11 +9,17 @@ touched only when the process has already loaded it.
 
 from __future__ import annotations
 
+import codecs
 import os
+import signal
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+
+from glassbench.errors import Failure
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 WAIT_POLICY_VARIABLE = "OMP_WAIT_POLICY"
@@ -184,3 +190,185 @@ def run_in_interpreter(
         env=child_environment(threads=threads, extra=env, override=override_threads),
         check=False,
     )
+
+
+# What an error message quotes of a child's stderr: its last lines, each cut short, so that a
+# child that printed megabytes (a traceback loop, a progress bar) still gives one short line.
+TAIL_LINES = 5
+TAIL_LINE_CHARS = 200
+_TAIL_BYTES = 8192
+
+
+@dataclass(frozen=True)
+class ChildExit:
+    """How a child interpreter ended: its exit status (negative: the signal that killed it),
+    whether it ran out of time, and the end of what it wrote to stderr."""
+
+    status: int
+    stderr_tail: bytes
+    timed_out_s: float | None = None
+
+    def last_lines(self) -> list[str]:
+        """Up to `TAIL_LINES` non-empty lines of stderr (progress bars redraw with ``\\r``)."""
+        text = self.stderr_tail.decode("utf-8", errors="replace")
+        lines = [ln.strip() for ln in text.replace("\r", "\n").split("\n")]
+        lines = [ln for ln in lines if ln][-TAIL_LINES:]
+        return [
+            ln if len(ln) <= TAIL_LINE_CHARS else ln[: TAIL_LINE_CHARS - 3] + "..." for ln in lines
+        ]
+
+    def how(self) -> str:
+        """How it ended: ``exited with status 1``, ``was killed by signal 9 (SIGKILL)``."""
+        if self.timed_out_s is not None:
+            return f"did not finish within {self.timed_out_s:g} s (killed)"
+        if self.status < 0:
+            try:
+                name = signal.Signals(-self.status).name
+            except ValueError:
+                name = "an unknown signal"
+            return f"was killed by signal {-self.status} ({name})"
+        return f"exited with status {self.status}"
+
+    def last_words(self) -> str:
+        """``; its last stderr lines: 'a' | 'b'``, or that it wrote nothing to stderr."""
+        lines = self.last_lines()
+        if not lines:
+            return "; it wrote nothing to stderr"
+        return "; its last stderr lines: " + " | ".join(repr(ln) for ln in lines)
+
+    def describe(self) -> str:
+        """One line: ``exited with status 1; its last stderr lines: 'a' | 'b'``."""
+        return self.how() + self.last_words()
+
+
+def _stderr_sink() -> Callable[[bytes], None]:
+    """Write bytes to this process's stderr as they come (a text stream without a buffer,
+    as under a test runner, gets them decoded)."""
+    stream = sys.stderr
+    buffer = getattr(stream, "buffer", None)
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def write(chunk: bytes) -> None:
+        try:
+            if buffer is not None:
+                stream.flush()
+                buffer.write(chunk)
+                buffer.flush()
+            else:
+                stream.write(decoder.decode(chunk))
+                stream.flush()
+        except (OSError, ValueError):  # a closed or broken stderr must not stop the child
+            pass
+
+    return write
+
+
+def run_child(
+    argv: Sequence[str],
+    *,
+    stdin: str | None = None,
+    env: Mapping[str, str] | None = None,
+    echo_stderr: bool = True,
+    quiet_stdout: bool = False,
+    timeout_s: float | None = None,
+    grace_s: float = 5.0,
+) -> ChildExit:
+    """Run ``argv``, keeping the end of its stderr for an error message.
+
+    Its stderr goes through a pipe: forwarded to this process's stderr as it arrives
+    (``echo_stderr``), and its last 8 KiB kept, so a child that fails before it could report
+    anything is explained by its own last words in bounded memory. Its stdout is this
+    process's (or discarded, ``quiet_stdout``). Interrupted here (Ctrl-C reaches the child
+    too), the child gets ``grace_s`` to finish before it is killed.
+    """
+    try:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL if quiet_stdout else None,
+            stderr=subprocess.PIPE,
+            env=None if env is None else dict(env),
+        )
+    except OSError as exc:
+        raise Failure(f"cannot start {argv[0]}: {exc.strerror or exc}") from None
+    tail = bytearray()
+    sink = _stderr_sink() if echo_stderr else None
+    assert proc.stderr is not None
+
+    def pump(fd: int) -> None:
+        try:
+            while chunk := os.read(fd, 65536):
+                tail.extend(chunk)
+                del tail[:-_TAIL_BYTES]
+                if sink is not None:
+                    sink(chunk)
+        except OSError:  # the pipe went away: nothing more to read
+            pass
+
+    reader = threading.Thread(target=pump, args=(proc.stderr.fileno(),), daemon=True)
+    reader.start()
+    timed_out = None
+    try:
+        if stdin is not None:
+            assert proc.stdin is not None
+            try:
+                proc.stdin.write(stdin.encode("utf-8"))
+                proc.stdin.close()
+            except BrokenPipeError:  # it exited without reading: its status says why
+                pass
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            timed_out = timeout_s
+            proc.kill()
+            proc.wait()
+    except BaseException:
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        raise
+    finally:
+        # The pipe closes when the child and any grandchild holding it exit; a grandchild that
+        # keeps it open must not hang this process.
+        reader.join(timeout=grace_s)
+        if not reader.is_alive():
+            proc.stderr.close()
+    return ChildExit(proc.returncode, bytes(tail), timed_out)
+
+
+# Importing this module is what a delegated call does first in the child.
+_IMPORT_PROBE = "import glassbench.runners.delegation"
+INTERPRETER_CHECK_TIMEOUT_S = 60.0
+
+
+def interpreter_problem(python: str | os.PathLike[str]) -> str | None:
+    """Why ``python`` cannot run glassbench, as the end of a sentence about it ("is not
+    executable"); None when it can.
+
+    It must be an executable file that imports glassbench (what the delegated runs need); an
+    interpreter of this environment is taken as it is.
+    """
+    p = Path(python)
+    if not p.exists():
+        return "does not exist"
+    if p.is_dir():
+        return "is a directory, not an interpreter"
+    if not os.access(p, os.X_OK):
+        return "is not executable"
+    if same_environment(str(python)):
+        return None
+    try:
+        ended = run_child(
+            [str(p.absolute()), "-c", _IMPORT_PROBE],
+            env=child_environment(),
+            echo_stderr=False,
+            quiet_stdout=True,
+            timeout_s=INTERPRETER_CHECK_TIMEOUT_S,
+        )
+    except Failure as exc:
+        return exc.detail
+    if ended.status == 0 and ended.timed_out_s is None:
+        return None
+    return f"cannot import glassbench (`-c '{_IMPORT_PROBE}'` {ended.describe()})"

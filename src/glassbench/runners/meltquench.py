@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -25,7 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
 
+from glassbench.chemistry import counts_for, per_formula_unit
 from glassbench.errors import BadInput, Failure, first_line
+from glassbench.runners.checkpoints import check_checkpoint_dir
 from glassbench.runners.delegation import call_in_interpreter, interpreter_for
 from glassbench.runners.protocol import (
     OVERRIDES,
@@ -45,6 +49,14 @@ if TYPE_CHECKING:
     from glassbench.runners.elastic import ElasticSettings
 
 log = logging.getLogger(__name__)
+
+# Seeds go to numpy's generators (any int >= 0) and into run.seed, a 32-bit signed integer on
+# PostgreSQL: the range both accept.
+MAX_SEED = 2**31 - 1
+# What one run may store: 10^7 thermo rows (~1 GB) and 10^8 atoms over all its frames
+# (positions and forces: ~5 GB). A microsecond at 1 fs with thermo every step would be 10^9.
+MAX_THERMO_ROWS = 10_000_000
+MAX_FRAME_ATOMS = 100_000_000
 
 
 @dataclass(frozen=True)
@@ -92,9 +104,23 @@ class MeltQuenchParams:
     elastic_temperature_k: float | None = None
 
     def __post_init__(self) -> None:
+        # Every check a run can fail on its input is made here, before a row is written:
+        # a run started from the CLI, a campaign spec or Python is refused the same way.
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
+            raise BadInput(f"must be an integer, got {self.seed!r}", field="seed")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise BadInput(f"must be in [0, {MAX_SEED}], got {self.seed}", field="seed")
         if not (self.quench_rate_k_ps > 0 and math.isfinite(self.quench_rate_k_ps)):
             raise BadInput("must be > 0", field="quench_rate_k_ps")
+        try:
+            per_formula_unit(self.x)
+        except (TypeError, ValueError) as exc:
+            raise BadInput(str(exc), field="x") from None
         spec = resolve_protocol(self.protocol, self.overrides())
+        try:
+            n_atoms = sum(counts_for(self.x, spec.formula_units).values())
+        except ValueError as exc:
+            raise BadInput(str(exc), field="x/formula_units") from None
         # Derived once: the runner asks for the stage of a step every thermo chunk.
         object.__setattr__(self, "_spec", spec)
         object.__setattr__(self, "_segments", schedule(spec, self.quench_rate_k_ps))
@@ -103,10 +129,13 @@ class MeltQuenchParams:
             te = spec.thermo_every
             flush = max(te, (200 // te) * te)
             object.__setattr__(self, "flush_every", flush)
+        if isinstance(flush, bool) or not isinstance(flush, int):
+            raise BadInput(f"must be an integer, got {flush!r}", field="flush_every")
         if flush < 1 or flush % spec.thermo_every:
             raise BadInput(
                 "flush interval must be a multiple of the thermo interval", field="flush_every"
             )
+        _check_output_size(spec, self.total_steps, n_atoms)
         try:  # the recipe's own checks, now rather than at the end of the simulation
             self.elastic_settings(spec.stages[-1].pressure_gpa)
         except BadInput as exc:
@@ -188,6 +217,25 @@ class MeltQuenchParams:
         return cls(protocol=proto, **kw)
 
 
+def _check_output_size(spec: Protocol, total_steps: int, n_atoms: int) -> None:
+    """Refuse a run whose thermo rows or stored frames would fill the database's disk."""
+    rows = total_steps // spec.thermo_every
+    if rows > MAX_THERMO_ROWS:
+        raise BadInput(
+            f"{total_steps:,} steps with thermo every {spec.thermo_every} would store {rows:,} "
+            f"thermo rows (at most {MAX_THERMO_ROWS:,}): raise the thermo interval",
+            field="thermo_every",
+        )
+    frame_atoms = (total_steps // spec.frame_every) * n_atoms
+    if frame_atoms > MAX_FRAME_ATOMS:
+        raise BadInput(
+            f"{total_steps:,} steps with a frame every {spec.frame_every} would store "
+            f"{total_steps // spec.frame_every:,} frames of {n_atoms} atoms (at most "
+            f"{MAX_FRAME_ATOMS:,} atoms in all frames of a run): raise the frame interval",
+            field="frame_every",
+        )
+
+
 @dataclass
 class RunOutcome:
     run_id: int
@@ -256,7 +304,9 @@ def run_meltquench(
     ``calculator`` overrides the registered MLIP's calculator (benchmarks, tests); otherwise it
     is built by the factory after the model file's sha256 has been checked, and an MLIP
     registered with an interpreter of another environment runs there (unless ``delegate`` is
-    False), with the same database; ``notify`` is told so in one line. ``threads`` limits
+    False), with the same database; ``notify`` is told so in one line. Progress: a bar
+    (``progress``; None: when stderr is a terminal); without one, ``notify`` gets one line per
+    stage as it ends (``melt: 2000 steps, 10 ps, T=1803 K, 41 s``). ``threads`` limits
     OpenMP/MKL/torch threads (None: as they are). ``on_flush`` is called with the step after
     each database flush (tests use it to kill the run mid-way; not in another interpreter).
     """
@@ -265,6 +315,8 @@ def run_meltquench(
     from glassbench.service.migrations import require_schema
 
     require_schema(engine)
+    # Before any row: a run that cannot checkpoint must not fail after its first flush.
+    check_checkpoint_dir(checkpoint_dir)
     python = None
     if calculator is None and delegate:
         python = interpreter_for(mlip_record(engine, params.mlip), notify)
@@ -279,6 +331,8 @@ def run_meltquench(
                 "stale_after_s": stale_after_s,
                 "threads": threads,
             },
+            # The child's stderr is forwarded to ours: its stage lines reach the user.
+            "stage_lines": notify is not None,
         }
         target = f"{__name__}:serve_run"
         answer = call_in_interpreter(python, target, request, engine=engine, threads=threads)
@@ -301,7 +355,15 @@ def run_meltquench(
         )
     try:
         outcome = simulate(
-            engine, params, run_id, mlip, checkpoint_dir, calculator, progress, on_flush
+            engine,
+            params,
+            run_id,
+            mlip,
+            checkpoint_dir,
+            calculator,
+            progress,
+            on_flush,
+            stage_lines=notify,
         )
     except BaseException as exc:
         msg = f"{type(exc).__name__}: {exc}".strip()
@@ -337,9 +399,14 @@ def serve_run(engine: Engine, request: dict[str, Any]) -> dict[str, Any]:
         MeltQuenchParams.from_request(request["params"]),
         checkpoint_dir=Path(request["checkpoint_dir"]),
         delegate=False,
+        notify=_stderr_line if request.get("stage_lines") else None,
         **request["options"],
     )
     return asdict(outcome)
+
+
+def _stderr_line(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def build_calculator(

@@ -102,7 +102,14 @@ def simulate(
     calculator: Calculator | None,
     progress: bool | None,
     on_flush: Callable[[int], None] | None,
+    *,
+    stage_lines: Callable[[str], object] | None = None,
 ) -> RunOutcome:
+    """Run the claimed run ``run_id`` to its end; see the module docstring.
+
+    Progress: the bar when ``progress`` says so (None: when stderr is a terminal); without a
+    bar, ``stage_lines`` (if given) gets one line per stage as it ends, for logs and pipes.
+    """
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
     from ase.optimize import FIRE
 
@@ -146,13 +153,26 @@ def simulate(
         software.update(prov)
     runs.set_provenance(engine, run_id, n_atoms=len(atoms), software=software)
     segments = params.segments
+    bar_on = sys.stderr.isatty() if progress is None else progress
+    say = stage_lines if stage_lines is not None and not bar_on else None
+    if say is not None:
+        plan = ", ".join(f"{seg.stage.name} {seg.steps}" for seg in segments)
+        start = "" if loaded is None else f"; resuming from step {loaded.step}"
+        say(f"run {run_id}: {len(atoms)} atoms, {params.total_steps} steps ({plan}){start}")
     step = 0
     if loaded is None:
         # A clean start discards rows of an earlier attempt that left no checkpoint.
         with unit_of_work(engine) as s:
             repos.clear_run_data(s, run_id)
         if spec.relax_steps > 0:
-            FIRE(atoms, logfile=None).run(fmax=0.5, steps=spec.relax_steps)
+            t_relax = time.perf_counter()
+            fire = FIRE(atoms, logfile=None)
+            fire.run(fmax=0.5, steps=spec.relax_steps)
+            if say is not None:
+                say(
+                    f"relax: {fire.get_number_of_steps()} FIRE steps, "
+                    f"{_seconds(time.perf_counter() - t_relax)}"
+                )
         t0 = segments[0].stage.t_start_k
         MaxwellBoltzmannDistribution(atoms, temperature_K=t0, rng=rng)
         Stationary(atoms)
@@ -185,10 +205,9 @@ def simulate(
     thermo_every, frame_every, flush_every = spec.thermo_every, spec.frame_every, params.flush_steps
     thermo_buf: list[dict[str, Any]] = []
     frame_buf: list[tuple[int, str, Any, tuple[np.ndarray, float]]] = []
-    bar = _Progress(
-        total, step, spec.timestep_fs, sys.stderr.isatty() if progress is None else progress
-    )
+    bar = _Progress(total, step, spec.timestep_fs, bar_on)
     current: tuple[int, Any] | None = None  # (segment index, its dynamics)
+    stage_clock: dict[int, float] = {}  # segment index -> when this invocation entered it
 
     def dynamics_for(seg: Segment) -> Any:
         nonlocal current
@@ -246,6 +265,7 @@ def simulate(
 
     try:
         while step < total:
+            t_chunk = time.perf_counter()
             seg = params.segment_at(step + 1)
             # Advance to the next thermo point, never across a stage boundary.
             nxt = min((step // thermo_every + 1) * thermo_every, seg.end, total)
@@ -261,10 +281,38 @@ def simulate(
                 frame_buf.append((step, params.stage_at(step), atoms.copy(), _forces_energy(atoms)))
             if step % flush_every == 0 or step == total:
                 flush(step)
-            bar.update(step, float(atoms.get_temperature()))
+            temperature = float(atoms.get_temperature())
+            bar.update(step, temperature)
+            stage_clock.setdefault(seg.index, t_chunk)
+            if say is not None and step == seg.end:
+                say(_stage_line(seg, spec.timestep_fs, atoms, mass_total, stage_clock, resumed))
     finally:
         bar.close()
     return _finish(engine, params, run_id, atoms, calc, resumed)
+
+
+def _seconds(s: float) -> str:
+    return f"{s:.1f} s" if s < 100 else f"{s:.0f} s"
+
+
+def _stage_line(
+    seg: Segment,
+    timestep_fs: float,
+    atoms: Atoms,
+    mass_total: float,
+    clock: dict[int, float],
+    resumed: int | None,
+) -> str:
+    """``melt: 2000 steps, 10 ps, T=1803 K, 41 s``: one finished stage, for a log."""
+    ps = seg.steps * timestep_fs / 1000.0
+    parts = [f"{seg.steps} steps", f"{ps:g} ps", f"T={atoms.get_temperature():.0f} K"]
+    if seg.stage.ensemble == "npt":
+        parts.append(f"density {mass_density_g_cm3(mass_total, atoms.get_volume()):.3g} g/cm3")
+    wall = _seconds(time.perf_counter() - clock[seg.index])
+    if resumed is not None and seg.start < resumed:
+        wall += f" since step {resumed}"
+    parts.append(wall)
+    return f"{seg.stage.name}: {', '.join(parts)}"
 
 
 def _forces_energy(atoms: Atoms) -> tuple[np.ndarray, float]:

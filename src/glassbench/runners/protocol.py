@@ -16,7 +16,9 @@ files with the same stages are the same protocol. See docs/protocol.md.
 
 from __future__ import annotations
 
+import functools
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -37,6 +39,11 @@ MAX_NAME = 64
 # A microsecond at 1 fs: beyond any melt-quench, and short of a run that would never end
 # (a quench rate of 1e-300 K/ps, a timestep of 1e-300 fs).
 MAX_STEPS = 1_000_000_000
+# 13,000 atoms (13 per formula unit at any x): ten times the largest cell the study needs, and
+# well short of a cell whose random start alone would take hours and gigabytes.
+MAX_FORMULA_UNITS = 1000
+# FIRE steps on the random start: a few hundred suffice; more is a typo, not a relaxation.
+MAX_RELAX_STEPS = 100_000
 
 # The documented time constants (docs/protocol.md): ASE's docstrings of NoseHooverChainNVT and
 # IsotropicMTKNPT suggest ~100 and ~1000 timesteps for tdamp and pdamp.
@@ -260,13 +267,17 @@ def validate(p: Protocol) -> None:
         raise bad("stages", "a protocol needs exactly one quench stage (its rate is the run's)")
     if not 0 < p.timestep_fs <= 10:
         raise bad("timestep_fs", f"must be in (0, 10], got {p.timestep_fs}")
-    if not 1 <= p.formula_units <= 10000:
-        raise bad("formula_units", f"must be in [1, 10000], got {p.formula_units}")
+    if not 1 <= p.formula_units <= MAX_FORMULA_UNITS:
+        raise bad(
+            "formula_units",
+            f"must be in [1, {MAX_FORMULA_UNITS}] ({13 * MAX_FORMULA_UNITS:,} atoms), "
+            f"got {p.formula_units}",
+        )
     for fname in ("thermo_every", "frame_every", "block_frames"):
         if getattr(p, fname) < 1:
             raise bad(fname, f"must be >= 1, got {getattr(p, fname)}")
-    if p.relax_steps < 0:
-        raise bad("relax_steps", f"must be >= 0, got {p.relax_steps}")
+    if not 0 <= p.relax_steps <= MAX_RELAX_STEPS:
+        raise bad("relax_steps", f"must be in [0, {MAX_RELAX_STEPS}], got {p.relax_steps}")
     if p.density_g_cm3 is not None and not 0.1 <= p.density_g_cm3 <= 20:
         raise bad("density_g_cm3", f"must be in [0.1, 20] g/cm3, got {p.density_g_cm3}")
     if p.dispersion is not None and p.dispersion not in DISPERSIONS:
@@ -439,7 +450,12 @@ def load_protocol_file(path: Path) -> Protocol:
 
 
 def resolve(ref: str | Protocol, overrides: Mapping[str, Any] | None = None) -> Protocol:
-    """``ref``: a preset name, a ``.toml`` file, or a Protocol; then the run-option overrides."""
+    """``ref``: a preset name, a ``.toml`` file, or a Protocol; then the run-option overrides.
+
+    When the overrides change the protocol's record, the result is named after them
+    (:func:`overridden_name`): ``default`` with ``--melt-ps 5`` is another protocol, and
+    ``run_summary`` must not show both as ``default``.
+    """
     if isinstance(ref, Protocol):
         base = ref
     elif ref in PRESETS:
@@ -448,7 +464,77 @@ def resolve(ref: str | Protocol, overrides: Mapping[str, Any] | None = None) -> 
         base = load_protocol_file(Path(ref))
     else:
         base = preset(ref)  # the unknown-name error
-    return apply_overrides(base, overrides or {})
+    given = tuple(sorted((k, v) for k, v in (overrides or {}).items() if v is not None))
+    # The type is part of the key: True == 1, but True is refused and 1 is not.
+    typed = tuple((k, type(v).__name__, v) for k, v in given)
+    try:
+        return _resolved(base, base.notes, typed)
+    except TypeError:  # an unhashable value (a list from Python): refused uncached
+        return _resolve_uncached(base, dict(given))
+
+
+@functools.lru_cache(maxsize=256)
+def _resolved(base: Protocol, notes: str, typed: tuple[tuple[str, str, Any], ...]) -> Protocol:
+    # A campaign builds one MeltQuenchParams per run of its matrix, all with the same protocol
+    # and options: naming an overridden protocol costs ~1 ms, 10 s for 10^4 runs uncached.
+    # ``notes`` is in the key because protocols that differ only in notes compare equal.
+    return _resolve_uncached(base, {k: v for k, _, v in typed})
+
+
+def _resolve_uncached(base: Protocol, given: Mapping[str, Any]) -> Protocol:
+    out = apply_overrides(base, given)
+    if not given or out.record() == base.record():
+        return out
+    return replace(out, name=overridden_name(base, given, out))
+
+
+def overridden_name(base: Protocol, overrides: Mapping[str, Any], result: Protocol) -> str:
+    """The name of ``base`` changed by ``overrides`` into ``result``.
+
+    Readable when it fits the 64 characters of a name: ``default (melt_ps=5, t_final_k=400)``,
+    listing the options that changed the record in key order, values written exactly (two
+    different protocols never share a name); a base named so already (a campaign's
+    ``default (dispersion=d3)``) gets its list extended. Otherwise the base name and the start
+    of the record's content hash, which the ``--protocol`` selector also matches, then as many
+    of the options as fit: ``default+1a2b3c4d (anneal_ps=0.04, formula_units=2, ...)``.
+    """
+    base_record = base.record()
+    items: dict[str, str] = {}
+    root = base.name
+    named = re.fullmatch(r"([^+]+) \(([^()]*=[^()]*)\)", base.name)
+    if named and not named[2].endswith("..."):
+        root = named[1]
+        items = dict(i.split("=", 1) for i in named[2].split(", ") if "=" in i)
+    for k in sorted(overrides):
+        try:
+            alone = apply_overrides(base, {k: overrides[k]}).record() != base_record
+        except BadInput:  # valid only together with another option (t_melt with t_final)
+            alone = True
+        if alone:
+            items[k] = _exact(overrides[k])
+    changed = [f"{k}={v}" for k, v in sorted(items.items())]
+    readable = f"{root} ({', '.join(changed)})"
+    if changed and len(readable) <= MAX_NAME:
+        return readable
+    from glassbench.service.repos import content_hash
+
+    digest = content_hash({"kind": "meltquench", **result.record()})[:8]
+    head = f"{root[: MAX_NAME - 9]}+{digest}"
+    # Whole options only, as many as fit: a value cut short would name another protocol.
+    shown: list[str] = []
+    for item in changed:
+        if len(f"{head} ({', '.join([*shown, item])}, ...)") > MAX_NAME:
+            break
+        shown.append(item)
+    return f"{head} ({', '.join(shown)}, ...)" if shown else head
+
+
+def _exact(v: Any) -> str:
+    """``5`` for 5.0, ``0.1`` for 0.1, and every digit a float needs to read back the same."""
+    if isinstance(v, float):
+        short = f"{v:g}"
+        return short if float(short) == v else repr(v)
+    return str(v)
 
 
 # The name glassbench.api exports (``resolve`` alone says little next to other names).
@@ -479,21 +565,63 @@ PROTOCOL_FIELDS = (
 )  # fmt: skip
 
 
+# The range of each run option, checked here so that an error names the option the user gave
+# (``melt_ps``), not the stage field it lands in (``stage[1].duration_ps``): (low, high,
+# low included, high included, whole number). The same bounds as :func:`validate`.
+_INF = math.inf
+OPTION_BOUNDS: dict[str, tuple[float, float, bool, bool, bool]] = {
+    "t_melt_k": (0.0, 10000.0, False, False, False),
+    "t_final_k": (0.0, 10000.0, False, False, False),
+    "melt_ps": (0.0, 1e6, True, False, False),
+    "anneal_ps": (0.0, 1e6, True, False, False),
+    "production_ps": (0.0, 1e6, True, False, False),
+    "pressure_gpa": (-100.0, 1000.0, False, False, False),
+    "friction_per_fs": (0.0, _INF, False, False, False),
+    "taut_fs": (0.0, _INF, False, False, False),
+    "taup_fs": (0.0, _INF, False, False, False),
+    "compressibility_per_gpa": (0.0, _INF, False, False, False),
+    "formula_units": (1.0, float(MAX_FORMULA_UNITS), True, True, True),
+    "timestep_fs": (0.0, 10.0, False, True, False),
+    "thermo_every": (1.0, _INF, True, False, True),
+    "frame_every": (1.0, _INF, True, False, True),
+    "block_frames": (1.0, _INF, True, False, True),
+    "relax_steps": (0.0, float(MAX_RELAX_STEPS), True, True, True),
+    "density_g_cm3": (0.1, 20.0, True, True, False),
+}
+
+
+def _range_text(lo: float, hi: float, lo_in: bool, hi_in: bool) -> str:
+    if hi == _INF:
+        return f">= {lo:g}" if lo_in else f"> {lo:g}"
+    return f"in {'[' if lo_in else '('}{lo:g}, {hi:g}{']' if hi_in else ')'}"
+
+
+def check_option(key: str, v: Any) -> None:
+    """Refuse a run option outside its range (BadInput on the field ``key``)."""
+    if key == "dispersion":
+        if v not in DISPERSIONS:
+            raise BadInput(f"must be none or d3, got {v!r}", field=key)
+        return
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        raise BadInput(f"must be a finite number, got {v!r}", field=key)
+    lo, hi, lo_in, hi_in, whole = OPTION_BOUNDS[key]
+    inside = (v >= lo if lo_in else v > lo) and (v <= hi if hi_in else v < hi)
+    if not inside:
+        got = v if isinstance(v, int) else f"{v:g}"
+        raise BadInput(f"must be {_range_text(lo, hi, lo_in, hi_in)}, got {got}", field=key)
+    if whole and v != int(v):
+        raise BadInput(f"must be a whole number, got {v:g}", field=key)
+
+
 def apply_overrides(p: Protocol, overrides: Mapping[str, Any]) -> Protocol:
-    """``p`` with the given run options applied (None values are ignored)."""
+    """``p`` with the given run options applied (None values are ignored); the name stays
+    (:func:`resolve` names a protocol that run options changed)."""
     o = {k: v for k, v in overrides.items() if v is not None}
     unknown = set(o) - set(OVERRIDES) - set(PROTOCOL_FIELDS)
     if unknown:
         raise BadInput("not a protocol option", field=sorted(unknown)[0])
     for k, v in o.items():
-        if k == "dispersion":
-            continue
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            raise BadInput(f"must be a finite number, got {v!r}", field=k)
-        if k != "pressure_gpa" and v < 0:
-            raise BadInput(f"must be >= 0, got {v}", field=k)
-        if k in ("t_melt_k", "t_final_k", "taut_fs", "taup_fs", "friction_per_fs") and v == 0:
-            raise BadInput(f"must be > 0, got {v}", field=k)
+        check_option(k, v)
     if o.get("t_melt_k", math.inf) <= o.get("t_final_k", 0.0):
         raise BadInput("need t_melt > t_final > 0", field="t_melt_k/t_final_k")
     top = {k: o.pop(k) for k in list(o) if k in PROTOCOL_FIELDS}

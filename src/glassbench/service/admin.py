@@ -59,12 +59,37 @@ def _errors(engine: Engine) -> Iterator[None]:
 
 
 def upgrade_schema(engine: Engine, revision: str = "head") -> str | None:
-    """Migrate the database up to ``revision``; the revision it is at afterwards."""
-    from glassbench.service.migrations import current_revision, upgrade
+    """Migrate the database up to ``revision``; the revision it is at afterwards.
+
+    A database written by a newer glassbench is refused (``Failure``: upgrade glassbench). At
+    head, views that are missing or differ from this code's are re-created
+    (:func:`upgrade_report` says which).
+    """
+    return upgrade_report(engine, revision)[0]
+
+
+def upgrade_report(engine: Engine, revision: str = "head") -> tuple[str | None, list[str]]:
+    """:func:`upgrade_schema`, and the names of the views it re-created."""
+    from glassbench.service.db import describe
+    from glassbench.service.migrations import (
+        current_revision,
+        head_revision,
+        refuse_newer,
+        restore_views,
+        upgrade,
+    )
 
     with _errors(engine):
+        refuse_newer(engine, current_revision(engine))
         upgrade(engine, revision)
-        return current_revision(engine)
+        now = current_revision(engine)
+        try:
+            restored = restore_views(engine) if now == head_revision(engine) else []
+        except sa.exc.DBAPIError as exc:  # e.g. a view of the user's own depends on one
+            raise Failure(
+                f"cannot re-create the views of {describe(engine)}: {first_line(exc)}"
+            ) from None
+        return now, restored
 
 
 def downgrade_schema(engine: Engine, revision: str, *, force: bool = False) -> str | None:
@@ -73,8 +98,10 @@ def downgrade_schema(engine: Engine, revision: str, *, force: bool = False) -> s
     A database that holds results is refused (:class:`PopulatedDatabase`) unless ``force``:
     a downgrade can drop tables.
     """
-    from glassbench.service.migrations import current_revision, downgrade
+    from glassbench.service.migrations import current_revision, downgrade, refuse_newer
 
+    with _errors(engine):
+        refuse_newer(engine, current_revision(engine))
     if not force:
         rows = result_rows(engine)
         if rows:
@@ -104,16 +131,30 @@ def schema_revisions(engine: Engine) -> tuple[str | None, str | None]:
     return current, head_revision(engine)
 
 
+def schema_state(engine: Engine) -> str:
+    """The database's revision in words: ``0003 (up to date)``, ``base (empty) (head is
+    0003)``, ``0099 (newer than this glassbench, head 0003: upgrade glassbench)``."""
+    from glassbench.service.migrations import is_newer
+
+    current, head = schema_revisions(engine)
+    if current == head:
+        return f"{current} (up to date)"
+    if is_newer(engine, current):
+        return f"{current} (newer than this glassbench, head {head}: upgrade glassbench)"
+    return f"{current or 'base (empty)'} (head is {head}: run `glassbench db upgrade`)"
+
+
 def check_database(engine: Engine) -> DatabaseCheck:
     """The schema against the models (no drift) and the integrity checks of the data."""
     from glassbench.service.integrity import check_database as check_data
-    from glassbench.service.migrations import require_schema, schema_drift
+    from glassbench.service.migrations import require_schema, schema_drift, view_problems
 
     require_schema(engine)
     result = DatabaseCheck()
     drift = schema_drift(engine)
     if drift:
         result.problems.append(f"schema differs from the models: {drift[:5]}")
+    result.problems += view_problems(engine)
     report = check_data(engine)
     result.problems += report.problems
     result.counts = report.counts

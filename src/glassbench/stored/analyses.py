@@ -324,10 +324,17 @@ def _reanalyse_run(
         return RunReanalysis(run, "skipped", len(frames))
     for start in range(0, len(frames), batch):
         chunk = frames[start : start + batch]
-        analysed = [
-            (f.frame_id, analyze_frame(f.numbers, f.positions, f.cell, f.pbc, analysis.cutoffs))
-            for f in read_frames(conn, chunk, batch=batch)
-        ]
+        analysed = []
+        for f in read_frames(conn, chunk, batch=batch):
+            try:
+                counts = analyze_frame(f.numbers, f.positions, f.cell, f.pbc, analysis.cutoffs)
+            except ValueError as exc:  # a frame beyond analysis/limits.py (stored before them)
+                raise BadInput(
+                    f"cannot analyse: {exc}",
+                    source=run.label(),
+                    where=f"frame {f.frame_id} (step {f.step})",
+                ) from None
+            analysed.append((f.frame_id, counts))
         add_analyses(session, analysed, analysis_id=analysis.id)
         advance(len(chunk))
     window = _default_window(conn, run.run_id)

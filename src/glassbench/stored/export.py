@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from glassbench import __version__
+from glassbench.csvsafe import csv_cell
 from glassbench.errors import BadInput
 from glassbench.progress import make_bar
 from glassbench.schema.models import DEFAULT_ANALYSIS, FRAME_STAGES, SPECIATION_UNITS
@@ -33,7 +34,6 @@ from glassbench.stored.export_io import (
     MLIP_FORCES_KEY,
     atomic_output,
     check_output,
-    csv_cell,
     jsonable,
     run_provenance,
     stream_frames,

@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from glassbench import __version__
+from glassbench.csvsafe import csv_cell
 from glassbench.errors import BadInput
 from glassbench.stored.frames import StoredFrame, read_frames
 
@@ -41,20 +42,6 @@ FRAME_INFO_KEYS = (
     "seed", "protocol", "protocol_hash", "source", "frame_id", "step", "stage", "time_ps",
     "temperature_k", "glassbench_version",
 )  # fmt: skip
-
-# A spreadsheet runs a cell that starts with one of these as a formula.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_cell(value: Any) -> Any:
-    """``value`` safe for a CSV a spreadsheet opens: text that would start a formula gets a
-    leading ``'``; numbers stay numbers, None an empty cell."""
-    if value is None:
-        return ""
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
-    return value
-
 
 # ---------------------------------------------------------------- output paths
 
