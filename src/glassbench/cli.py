@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> Any:
         # click turns Ctrl-C into Abort (from the KeyboardInterrupt): the shell's convention
         # for an interrupted command is 130, as `glassbench sql` documents.
         if isinstance(exc.__cause__, KeyboardInterrupt):
-            click.echo("interrupted", err=True)
+            click.echo("Error: interrupted", err=True)
             sys.exit(130)
         click.echo("Aborted!", err=True)
         sys.exit(1)
@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> Any:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
+        click.echo("Error: interrupted", err=True)
         sys.exit(130)
     except Exception as exc:
         from glassbench.settings import mask_url

@@ -17,7 +17,7 @@ import click
 
 from glassbench.cli import AppContext, pass_app
 from glassbench.commands._common import FORMAT_OPTION, csv_lines, format_rows
-from glassbench.errors import BadInput, GlassbenchError
+from glassbench.errors import BadInput
 
 TABLE_BLOCK_ROWS = 1000
 """Rows a text table aligns together (the widths of a column need all its cells)."""
@@ -27,12 +27,6 @@ SUPERUSER_WARNING = (
     "superuser reading server files (pg_read_file) or other sessions; use the read-only "
     "analyst role, docs/reliability.md"
 )
-
-
-class Interrupted(GlassbenchError):
-    """Ctrl-C stopped the query (exit status 130, as a shell reports SIGINT)."""
-
-    exit_code = 130
 
 
 def _echo(text: str) -> None:
@@ -135,8 +129,6 @@ def cli(
             else "timeout; --timeout / GLASSBENCH_SQL_TIMEOUT_S"
         )
         raise BadInput(f"query stopped after {exc.seconds:g} s ({why})") from None
-    except KeyboardInterrupt:
-        raise Interrupted("interrupted") from None
     except BrokenPipeError:
         _stdout_closed()
     if q.cut:

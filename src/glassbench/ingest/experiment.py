@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from glassbench.chemistry import FAMILY, per_formula_unit
 from glassbench.errors import BadInput
+from glassbench.inputs import control_character
 from glassbench.schema.models import (
     COORDINATION_PROPERTIES,
     CRYSTAL_PROPERTIES,
@@ -130,20 +130,6 @@ def _number(text: str, *, path: Path, line: int, field: str) -> float:
     if not math.isfinite(v):
         raise BadInput(f"{field} {text!r} is not finite", source=str(path), where=f"line {line}")
     return v
-
-
-_CONTROL_NAMES = {"\n": "newline", "\r": "carriage return", "\t": "tab", "\x1b": "escape"}
-
-
-def control_character(text: str) -> tuple[int, str] | None:
-    """The position (from 1) and description (``U+000A (newline)``) of the first control or
-    format character of ``text``, or None: such characters break one-line messages, tables
-    and terminals."""
-    for i, ch in enumerate(text, start=1):
-        if unicodedata.category(ch) in ("Cc", "Cf"):
-            name = _CONTROL_NAMES.get(ch) or unicodedata.name(ch, "").lower()
-            return i, f"U+{ord(ch):04X}{f' ({name})' if name else ''}"
-    return None
 
 
 def _check_text(value: str, column: str, limit: int, *, path: Path, where: str) -> None:

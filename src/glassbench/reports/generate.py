@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from glassbench.errors import BadInput
+from glassbench.inputs import probe_writable
 from glassbench.reports.document import FIGURE_NAMES, TABLE_NAMES, build_document
 from glassbench.reports.queries import fingerprint, load_report_data
 from glassbench.reports.render import (
@@ -99,9 +99,7 @@ def prepare_out_dir(out_dir: Path, formats: Sequence[str] = FORMATS) -> Path:
         raise refuse(f"cannot create the folder ({exc.strerror or exc})") from None
     out = out.resolve()
     try:
-        fd, probe = tempfile.mkstemp(dir=out, prefix=".glassbench-probe.", suffix=".tmp")
-        os.close(fd)
-        os.unlink(probe)
+        probe_writable(out)
     except OSError as exc:
         raise refuse(f"cannot write a file in the folder ({exc.strerror or exc})") from None
     # Everything the requested formats write must be a file, or a real folder for figures/tables.

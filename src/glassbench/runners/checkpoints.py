@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +19,7 @@ import numpy as np
 from sqlalchemy.engine import Engine
 
 from glassbench.errors import BadInput
+from glassbench.inputs import probe_writable
 from glassbench.service import repos
 
 if TYPE_CHECKING:
@@ -44,15 +44,12 @@ def check_checkpoint_dir(
 ) -> None:
     """Create ``directory`` if needed and prove that a file can be written in it.
 
-    A probe file, not the permission bits: as root every mode bit says yes, and a read-only
-    mount, a full disk or a path under /proc only shows itself when a file is created.
+    A probe file (:func:`glassbench.inputs.probe_writable`), not the permission bits.
     BadInput names the field ``checkpoint_dir`` (or ``source``/``where``: a spec's key).
     """
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=directory)
-        os.close(fd)
-        os.unlink(probe)
+        probe_writable(directory)
     except (OSError, ValueError) as exc:  # ValueError: a NUL byte in a spec's path
         reason = getattr(exc, "strerror", None) or str(exc)
         raise BadInput(

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from glassbench.errors import BadInput
+from glassbench.inputs import control_character
 from glassbench.schema.models import DISPERSION, MLIP
 
 if TYPE_CHECKING:
@@ -77,8 +78,6 @@ class Registration:
 
 def check_name(name: str) -> None:
     """Refuse a name that would not print on one line or would not be stored as typed."""
-    from glassbench.ingest.experiment import control_character
-
     limit = _length("name")
     if not name.strip():
         raise BadInput("MLIP name is empty", field="name")
@@ -96,8 +95,6 @@ def check_name(name: str) -> None:
 
 def _check_text(value: str | None, field: str, what: str, *, column: str | None = None) -> None:
     """One-line text that fits its column (``column``, default ``field``)."""
-    from glassbench.ingest.experiment import control_character
-
     if value is None:
         return
     limit = _length(column or field)

@@ -26,6 +26,7 @@ from sqlalchemy.engine import Connection
 from glassbench import __version__
 from glassbench.csvsafe import csv_cell
 from glassbench.errors import BadInput
+from glassbench.inputs import probe_writable
 from glassbench.stored.frames import StoredFrame, read_frames
 
 if TYPE_CHECKING:
@@ -55,11 +56,9 @@ def check_output(out: Path, *, directory: bool, overwrite: bool) -> None:
     parent = out.absolute().parent
     if not parent.is_dir():
         raise BadInput(f"folder {parent} does not exist", source=str(out))
-    # Try it: permission bits say nothing for root, read-only mounts or /proc.
-    probe = _hidden_sibling(out, "probe")
+    # Try it (glassbench.inputs.probe_writable): permission bits say nothing as root.
     try:
-        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-        probe.unlink()
+        probe_writable(parent)
     except OSError as exc:
         raise BadInput(
             f"folder {parent} is not writable ({exc.strerror or exc})", source=str(out)
