@@ -135,9 +135,9 @@ def connect(url: str | None = None, *, upgrade: bool = True) -> Engine:
     from glassbench.service.admin import upgrade_schema
     from glassbench.service.db import make_engine, verify_connection
     from glassbench.service.migrations import require_schema
-    from glassbench.settings import load_settings
+    from glassbench.settings import get_settings
 
-    settings = load_settings(url)
+    settings = get_settings(database_url=url)
     try:
         engine = make_engine(settings.database_url, settings=settings, create=upgrade)
     except BadInput as exc:  # a missing file under upgrade=False: nothing to verify

@@ -221,9 +221,9 @@ class AppContext:
     @property
     def settings(self) -> Settings:
         if self._settings is None:
-            from glassbench.settings import load_settings
+            from glassbench.settings import get_settings
 
-            self._settings = load_settings(self.db_url, url_label=self.db_url_label)
+            self._settings = get_settings(database_url=self.db_url, url_label=self.db_url_label)
         return self._settings
 
     @property

@@ -181,9 +181,6 @@ def mask_url(text: str) -> str:
     return _DICT_PASSWORD.sub(lambda m: f"{m['head']}{m['q']}{_MASK}{m['q']}", text)
 
 
-mask_secrets = mask_url
-
-
 class Settings(BaseSettings):
     """Every setting glassbench reads from the environment."""
 
@@ -240,40 +237,40 @@ class Settings(BaseSettings):
         return normalize_database_url(v)
 
 
+def settings_or_defaults() -> Settings:
+    """Settings from the environment, or the defaults when a variable is bad.
+
+    For code that needs one value where no settings were handed in (an engine built by a
+    campaign worker, the library's SQL timeout): a bad variable is reported where settings are
+    loaded for real (the CLI, ``api.connect``), not by whichever helper read it first.
+    """
+    try:
+        return Settings()
+    except ValidationError:
+        return Settings.model_construct()
+
+
 def env_name(field: str) -> str:
     """The environment variable of a setting: ``threads`` -> ``GLASSBENCH_THREADS``."""
     return ENV_PREFIX + field.upper()
 
 
-def get_settings(**overrides: object) -> Settings:
+def get_settings(*, url_label: str | None = None, **overrides: object) -> Settings:
     """Build settings from the environment, with explicit overrides (None values ignored).
 
     A bad value is one ``BadInput`` naming each bad setting: a variable by its name
-    (``GLASSBENCH_THREADS``), an override by its field (``database_url``).
+    (``GLASSBENCH_THREADS``), an override by its field (``database_url``). ``url_label`` names
+    the database URL instead: the CLI passes ``database_url`` (shown as ``--db``) for a typed
+    URL, or the variable the option was read from.
     """
     clean = {k: v for k, v in overrides.items() if v is not None}
     labels = {k: k for k in clean}
+    if url_label is not None:
+        labels["database_url"] = url_label
     try:
         return Settings(**clean)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise _settings_error(exc, labels) from None
-
-
-def load_settings(database_url: str | None = None, *, url_label: str | None = None) -> Settings:
-    """:func:`get_settings` with the database URL, which ``url_label`` names in messages.
-
-    The CLI passes ``database_url`` (shown as ``--db``) for a typed URL, or the variable the
-    option was read from; by default a URL passed here is ``database_url`` and one read from
-    the environment ``GLASSBENCH_DATABASE_URL``.
-    """
-    try:
-        if database_url is None:
-            return Settings()
-        return Settings(database_url=database_url)
-    except ValidationError as exc:
-        if url_label is None:
-            url_label = "database_url" if database_url is not None else env_name("database_url")
-        raise _settings_error(exc, {"database_url": url_label}) from None
 
 
 def _settings_error(exc: ValidationError, labels: dict[str, str]) -> Exception:

@@ -338,7 +338,7 @@ def test_connect_timeout_reaches_psycopg(monkeypatch: pytest.MonkeyPatch) -> Non
     from sqlalchemy import event
 
     from glassbench.service.db import make_engine
-    from glassbench.settings import load_settings
+    from glassbench.settings import get_settings
 
     seen: list[dict[str, Any]] = []
 
@@ -352,7 +352,7 @@ def test_connect_timeout_reaches_psycopg(monkeypatch: pytest.MonkeyPatch) -> Non
         (postgres_base_url(), 7),
         (postgres_base_url() + "?connect_timeout=3", "3"),
     ):
-        settings = load_settings(url)
+        settings = get_settings(database_url=url)
         eng = make_engine(settings.database_url, settings=settings)
         record(eng)
         with eng.connect():

@@ -19,7 +19,13 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from glassbench.settings import mask_url, normalize_database_url, register_secret, sqlite_file
+from glassbench.settings import (
+    mask_url,
+    normalize_database_url,
+    register_secret,
+    settings_or_defaults,
+    sqlite_file,
+)
 
 if TYPE_CHECKING:
     from glassbench.settings import Settings
@@ -34,17 +40,6 @@ CONNECT_TIMEOUT_OPTION = "glassbench_connect_timeout_s"
 def is_sqlite(engine_or_url: Engine | str) -> bool:
     url = engine_or_url if isinstance(engine_or_url, str) else str(engine_or_url.url)
     return url.startswith("sqlite")
-
-
-def _settings_or_defaults() -> Settings:
-    from pydantic import ValidationError
-
-    from glassbench.settings import Settings
-
-    try:
-        return Settings()
-    except ValidationError:  # a bad variable is reported where settings are loaded for real
-        return Settings.model_construct()
 
 
 def make_engine(
@@ -66,7 +61,7 @@ def make_engine(
     """
     url = normalize_database_url(url)
     if settings is None:
-        settings = _settings_or_defaults()
+        settings = settings_or_defaults()
     parsed = sa.engine.make_url(url)
     register_secret(parsed.password if isinstance(parsed.password, str) else None)
     busy_ms = settings.sqlite_busy_timeout_ms

@@ -217,12 +217,9 @@ class QueryStream:
 
 def _resolve_timeout(timeout_s: float | None) -> float:
     if timeout_s is None:
-        from glassbench.settings import Settings
+        from glassbench.settings import settings_or_defaults
 
-        try:
-            timeout_s = Settings().sql_timeout_s
-        except Exception:  # a bad variable elsewhere: it is reported where settings load
-            timeout_s = float(Settings.model_fields["sql_timeout_s"].default)
+        timeout_s = settings_or_defaults().sql_timeout_s
     if not timeout_s > 0:
         raise BadInput(f"timeout must be > 0 s, got {timeout_s}", field="timeout")
     return float(timeout_s)
