@@ -180,16 +180,14 @@ class CampaignLoop:
         self.env_resources = bool(use_env) and executor == "dask"
         self.checkpoint_root = (checkpoint_dir or spec.checkpoint_dir()).absolute()
         # Every run would fail on its first checkpoint: refuse now, before any row exists.
-        if checkpoint_dir is not None:
-            check_checkpoint_dir(self.checkpoint_root)
-        elif spec.resources.checkpoint_dir is not None:
-            check_checkpoint_dir(
-                self.checkpoint_root, source=str(spec.path), where="resources.checkpoint_dir"
-            )
-        else:
-            check_checkpoint_dir(
-                self.checkpoint_root, source=str(spec.path), where="default checkpoint folder"
-            )
+        # A folder the caller passed is named by its field; one from the spec by the spec's key.
+        where = None
+        if checkpoint_dir is None:
+            named = spec.resources.checkpoint_dir is not None
+            where = "resources.checkpoint_dir" if named else "default checkpoint folder"
+        check_checkpoint_dir(
+            self.checkpoint_root, source=str(spec.path) if where else None, where=where
+        )
         self.threads = spec.resources.threads_per_run
         self.workers = default_workers(self.threads) if workers is None else workers
         self.scheduler = scheduler
@@ -400,10 +398,12 @@ def register_runs(
         protocols: dict[Any, int] = {}
         keys = []
         for p in matrix:
-            spec = p.spec
-            pid = protocols.get(spec)
+            # The same protocol record and name as `meltquench.ensure_run`, once per protocol.
+            pid = protocols.get(p.spec)
             if pid is None:
-                pid = protocols[spec] = repos.protocol_id(s, spec.record(), name=spec.name)
+                pid = protocols[p.spec] = repos.protocol_id(
+                    s, p.protocol_record(), name=p.spec.name
+                )
             keys.append(
                 runs.RunKey(mlips[p.mlip].id, compositions[p.x], p.quench_rate_k_ps, p.seed, pid)
             )
