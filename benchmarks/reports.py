@@ -1,14 +1,19 @@
 """Report generation on a PostgreSQL database of realistic size.
 
-Builds (once, in its own schema) a SYNTHETIC database: 300 runs (5 MLIPs x 6 compositions x
-2 quench rates x 5 seeds), each with 10,000 thermo rows and 50 analysed frames whose speciation
-counts are random (not analyses of real structures), plus synthetic experimental values. Every
-number in it is synthetic: it measures speed, nothing else.
+Builds (once, in its own schema) a SYNTHETIC database: 300 runs (5 series x 5 compositions x
+3 quench rates x 4 seeds; the series are 4 MLIPs and the first of them again under a protocol
+with D3 dispersion, so that every section of the report, the quench-rate extrapolation and the
+dispersion x rate comparison included, has data), each with 10,000 thermo rows and 50 analysed
+frames whose speciation counts and coordination values are random (not analyses of real
+structures), plus synthetic experimental values. Every number in it is synthetic: it measures
+speed, nothing else. A schema built at an older revision than the code's head is rebuilt.
 
 Then it times, as medians of ``--repeat`` runs:
 - the full report (``generate_report(..., force=True)``: queries, metrics, figures, HTML, Markdown
   and CSV written to a temporary folder);
-- the MAE query of the report (load the run values and experiments, compute the MAE table);
+- the MAE query of the report (load the run values and experiments, compute the MAE table per
+  MLIP, protocol, quench rate and property);
+- the same MAE with its uncertainty (seed values, 2,000 bootstrap resamples, seed SD, |z|);
 - ``SELECT * FROM mlip_mae`` (the SQL view), for comparison.
 
 Usage::
@@ -53,12 +58,16 @@ from glassbench.service.repos import (
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 SCHEMA = "gb_bench_reports"
 
-MLIPS = ("SYNTH-A", "SYNTH-B", "SYNTH-C", "SYNTH-D", "SYNTH-E")
-XS = (0.0, 0.5, 1.0, 2.0, 3.0, 3.5)
-QUENCH_RATES = (1.0, 5.0)
-SEEDS = (1, 2, 3, 4, 5)
+MLIPS = ("SYNTH-A", "SYNTH-B", "SYNTH-C", "SYNTH-D")
+# (MLIP, dispersion of the protocol): the first MLIP also runs with D3.
+SERIES = (*((m, "none") for m in MLIPS), (MLIPS[0], "d3"))
+XS = (0.0, 1.0, 2.0, 3.0, 3.5)
+QUENCH_RATES = (0.5, 1.0, 5.0)
+SEEDS = (1, 2, 3, 4)
+N_RUNS = len(SERIES) * len(XS) * len(QUENCH_RATES) * len(SEEDS)
 N_P = 32  # 16 formula units
-P_UNITS = ("P0", "P1", "P2", "P3", "P4", "P1P", "P3c", "P_other")
+P_UNITS = ("P0", "P1", "P2", "P3", "P4", "P1P", "PPend", "P3c", "P_other")
+P_PROBS = (0.15, 0.48, 0.15, 0.02, 0.01, 0.08, 0.04, 0.04, 0.03)
 ANIONS = ("BS", "NBS", "BO", "NBO", "free_S", "free_O", "over_S", "over_O")
 
 
@@ -96,9 +105,13 @@ def build(url: str, *, runs_per_cell: int = len(SEEDS), thermo_rows: int, frames
     engine = make_engine(url)
     t0 = time.perf_counter()
     with unit_of_work(engine) as s:
-        mlip_ids = [add_mlip(s, {"name": m, "arch": "other"}) for m in MLIPS]
+        mlip_ids = {m: add_mlip(s, {"name": m, "arch": "other"}) for m in MLIPS}
         comp_ids = {x: composition_id(s, x) for x in XS}
-        pid = protocol_id(s, {"formula_units": 16, "synthetic": True}, kind="external")
+        base = {"formula_units": 16, "synthetic": True}
+        pids = {
+            "none": protocol_id(s, base, kind="external"),
+            "d3": protocol_id(s, {**base, "dispersion": "d3"}, kind="external"),
+        }
         # Synthetic experimental values, clearly not measurements.
         for x, cid in comp_ids.items():
             exp = {
@@ -128,7 +141,7 @@ def build(url: str, *, runs_per_cell: int = len(SEEDS), thermo_rows: int, frames
                         "source": "SYNTHETIC benchmark values",
                     },
                 )
-        for mid in mlip_ids:
+        for mid in mlip_ids.values():
             for crystal, v in (("Na3PS4", 150.0), ("Na4P2O7", 200.0)):
                 set_crystal_volume(
                     s,
@@ -142,8 +155,8 @@ def build(url: str, *, runs_per_cell: int = len(SEEDS), thermo_rows: int, frames
                 )
     now = datetime.now(UTC)
     run_rows = [
-        (mid, comp_ids[x], q, seed, pid, "done", "synthetic", 0, N_P * 11 // 2, now)
-        for mid in mlip_ids
+        (mlip_ids[m], comp_ids[x], q, seed, pids[d], "done", "synthetic", 0, N_P * 11 // 2, now)
+        for m, d in SERIES
         for x in XS
         for q in QUENCH_RATES
         for seed in SEEDS[:runs_per_cell]
@@ -237,7 +250,7 @@ def build(url: str, *, runs_per_cell: int = len(SEEDS), thermo_rows: int, frames
         frame_ids = [r[0] for r in c.execute(sa.text("SELECT id FROM frame ORDER BY id"))]
 
     def speciation_rows() -> Any:
-        p = rng.multinomial(N_P, [0.15, 0.5, 0.15, 0.02, 0.01, 0.1, 0.04, 0.03], len(frame_ids))
+        p = rng.multinomial(N_P, P_PROBS, len(frame_ids))
         a = rng.multinomial(112, [0.1, 0.6, 0.05, 0.15, 0.03, 0.02, 0.03, 0.02], len(frame_ids))
         for j, fid in enumerate(frame_ids):
             counts = dict(zip(P_UNITS, p[j].tolist(), strict=True))
@@ -251,6 +264,28 @@ def build(url: str, *, runs_per_cell: int = len(SEEDS), thermo_rows: int, frames
 
     n_spec = _copy(engine, "speciation", ("frame_id", "unit", "count"), speciation_rows())
     cn = rng.normal(5.5, 0.3, len(frame_ids))
+    share = rng.uniform(0.6, 1.0, len(frame_ids))
+    peaks = rng.normal(2.9, 0.05, len(frame_ids))
+
+    def coordination_row(j: int, fid: int) -> tuple[Any, ...]:
+        c, sh, pk = float(cn[j]), float(share[j]), float(peaks[j])
+        return (
+            fid,
+            64,
+            c,
+            c * sh,
+            c * (1 - sh),
+            0.02,
+            2.0,
+            "{}",
+            "{}",
+            "{}",
+            sh,
+            pk,
+            pk - 0.5,
+            0.1,
+        )
+
     _copy(
         engine,
         "coordination",
@@ -265,11 +300,12 @@ def build(url: str, *, runs_per_cell: int = len(SEEDS), thermo_rows: int, frames
             "na_cn_histogram_json",
             "ss_chains_json",
             "cutoffs_json",
+            "na_s_share",
+            "na_s_peak_a",
+            "na_o_peak_a",
+            "ss_long_share",
         ),
-        (
-            (fid, 64, float(cn[j]), float(cn[j]) - 1, 1.0, 0.02, 2.0, "{}", "{}", "{}")
-            for j, fid in enumerate(frame_ids)
-        ),
+        (coordination_row(j, fid) for j, fid in enumerate(frame_ids)),
     )
     t_frames = time.perf_counter()
 
@@ -311,7 +347,7 @@ def prepare(url: str, *, rebuild: bool, thermo_rows: int, frames: int) -> str:
             with eng.connect() as c:
                 n = c.execute(sa.text("SELECT COUNT(DISTINCT run_id) FROM property")).scalar_one()
         eng.dispose()
-        if n == len(MLIPS) * len(XS) * len(QUENCH_RATES) * len(SEEDS):
+        if n == N_RUNS:
             admin.dispose()
             print(f"reusing schema {SCHEMA} ({n} runs); --rebuild to rebuild")
             return surl
@@ -352,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from glassbench.reports import generate_report, load_mae_inputs, mae_points, mae_table
+    from glassbench.reports.document import mae_uncertainty_table
     from glassbench.reports.metrics import completed
 
     url = prepare(
@@ -374,12 +411,19 @@ def main(argv: list[str] | None = None) -> int:
         )
         files = sorted(p.name for p in out.rglob("*") if p.is_file())
 
+    per_rate = ("mlip", "protocol_id", "quench_rate_k_ps", "property")
+
     def mae_query() -> Any:
         runs, experiment = load_mae_inputs(engine)
-        return mae_table(mae_points(completed(runs), experiment))
+        return mae_table(mae_points(completed(runs), experiment), by=per_rate)
+
+    def mae_uncertainty() -> Any:
+        runs, experiment = load_mae_inputs(engine)
+        return mae_uncertainty_table(completed(runs), experiment)
 
     t_mae, c_mae, all_mae = median_time(mae_query, max(args.repeat, 11))
     rows = mae_query()
+    t_unc, c_unc, all_unc = median_time(mae_uncertainty, args.repeat)
 
     def view() -> Any:
         with engine.connect() as c:
@@ -397,6 +441,11 @@ def main(argv: list[str] | None = None) -> int:
         f"MAE query (report)         median {t_mae * 1e3:7.1f} ms (client CPU "
         f"{c_mae * 1e3:.0f} ms) target < 100 ms  runs: "
         f"{', '.join(f'{t * 1e3:.0f}' for t in all_mae)}"
+    )
+    print(
+        f"MAE with uncertainty       median {t_unc * 1e3:7.1f} ms (client CPU "
+        f"{c_unc * 1e3:.0f} ms; 2,000 bootstrap resamples)  runs: "
+        f"{', '.join(f'{t * 1e3:.0f}' for t in all_unc)}"
     )
     print(
         f"SELECT * FROM mlip_mae     median {t_view * 1e3:7.1f} ms (the SQL view, for "

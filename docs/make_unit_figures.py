@@ -225,29 +225,45 @@ def ps3_pyramid() -> Unit:
     )
 
 
-def p2s6_es() -> Unit:
-    """Edge-sharing P2S6: P...P 2.9 Å (no P-P bond), two bridging S: two P2, both P2ES."""
+def _edge_pair(x_el: str, pp: float) -> tuple[list[str], np.ndarray]:
+    """Two P sharing an X-X edge, P...P ``pp`` Å, two terminal X on each P."""
+    b = B_PS if x_el == "S" else B_PO
     x, z = np.array([1.0, 0.0, 0.0]), np.array([0.0, 0.0, 1.0])
-    half_pp = 1.45
-    y = np.sqrt(B_PS**2 - half_pp**2)
+    half_pp = pp / 2
+    y = np.sqrt(b**2 - half_pp**2)
     pos = [[-half_pp, 0, 0], [half_pp, 0, 0], [0, y, 0], [0, -y, 0]]
-    syms = ["P", "P", "S", "S"]
+    syms = ["P", "P", x_el, x_el]
     for sx in (-1, 1):
         p = np.array([sx * half_pp, 0.0, 0.0])
         for sz in (1, -1):
-            syms.append("S")
-            pos.append(p + B_PS * (np.cos(TETRA / 2) * sx * x + sz * np.sin(TETRA / 2) * z))
+            syms.append(x_el)
+            pos.append(p + b * (np.cos(TETRA / 2) * sx * x + sz * np.sin(TETRA / 2) * z))
+    return syms, np.array(pos, float)
+
+
+def p2s6_es() -> Unit:
+    """Edge-sharing P2S6: P...P 2.9 Å (no P-P bond), two bridging S: two P2, both P2ES."""
+    syms, pos = _edge_pair("S", 2.9)
     return Unit(
-        "P2ES_P2S6",
-        "P2S6 edge-sharing",
+        "P2ES_P2S6", "P2S6 edge-sharing", syms, pos, {"P2": 2, "P2ES": 2, "BS": 2, "NBS": 4}
+    )
+
+
+def p2o6_es_short() -> Unit:
+    """Edge-sharing P2O6 with P...P 2.45 Å, inside the P-P cutoff (O-P-O 76 degrees in the
+    ring): the two P share two O, so they are an edge, not a P-P bond. Two P2, both P2ES."""
+    syms, pos = _edge_pair("O", 2.45)
+    return Unit(
+        "P2ES_P2O6_short",
+        "P2O6 edge-sharing, P...P 2.45 Å: no P-P bond",
         syms,
-        np.array(pos, float),
-        {"P2": 2, "P2ES": 2, "BS": 2, "NBS": 4},
+        pos,
+        {"P2": 2, "P2ES": 2, "BO": 2, "NBO": 4},
     )
 
 
 def pp_chain() -> Unit:
-    """S3P-PS2-PS3: three P bonded in a chain (two P1P ends, a P_other middle, PPchain 3)."""
+    """S3P-PS2-PS3: three P bonded in a chain (two PPend ends, a P_other middle, PPchain 3)."""
     v = tetra_vertices()
     pa, pc = B_PP * v[0], B_PP * v[1]
 
@@ -270,7 +286,7 @@ def pp_chain() -> Unit:
         "S3P-PS2-PS3 (P-P chain)",
         ["P"] * 3 + ["S"] * 8,
         pos,
-        {"P1P": 2, "P_other": 1, "PPchain": 3, "NBS": 8},
+        {"PPend": 2, "P_other": 1, "PPchain": 3, "NBS": 8},
     )
 
 
@@ -350,6 +366,7 @@ UNITS: list[Callable[[], Unit]] = [
     p2s6_pp,
     ps3_pyramid,
     p2s6_es,
+    p2o6_es_short,
     pp_chain,
     over_s,
     lambda: s_chain(3),
@@ -367,7 +384,8 @@ def analyse(unit: Unit) -> FrameAnalysis:
 
 
 def bonds(unit: Unit) -> list[tuple[int, int]]:
-    """Pairs within their default cutoff (the same rule as the analysis: distance <= cutoff)."""
+    """Pairs within their default cutoff (the same rule as the analysis: distance <= cutoff),
+    except two P bonded to a common anion: a corner or an edge, never a P-P bond."""
     out = []
     sym = unit.symbols
     for i in range(len(sym)):
@@ -376,7 +394,16 @@ def bonds(unit: Unit) -> list[tuple[int, int]]:
             cut = DEFAULT_CUTOFFS.get(f"{a}-{b}")
             if cut is not None and np.linalg.norm(unit.positions[i] - unit.positions[j]) <= cut:
                 out.append((i, j))
-    return out
+    anions_of: dict[int, set[int]] = {}
+    for i, j in out:
+        if {sym[i], sym[j]} in ({"P", "S"}, {"P", "O"}):
+            p, x = (i, j) if sym[i] == "P" else (j, i)
+            anions_of.setdefault(p, set()).add(x)
+    return [
+        (i, j)
+        for i, j in out
+        if not (sym[i] == sym[j] == "P" and anions_of.get(i, set()) & anions_of.get(j, set()))
+    ]
 
 
 def atom_labels(unit: Unit, bond_list: list[tuple[int, int]]) -> dict[int, str]:
@@ -391,6 +418,15 @@ def atom_labels(unit: Unit, bond_list: list[tuple[int, int]]) -> dict[int, str]:
     def n_p(i: int) -> int:
         return sum(sym[j] == "P" for j in nb[i])
 
+    def p_cluster(i: int) -> set[int]:
+        seen, stack = {i}, [i]
+        while stack:
+            for j in nb[stack.pop()]:
+                if sym[j] == "P" and j not in seen:
+                    seen.add(j)
+                    stack.append(j)
+        return seen
+
     labels: dict[int, str] = {}
     for i, s in enumerate(sym):
         if s in ("S", "O"):
@@ -403,7 +439,8 @@ def atom_labels(unit: Unit, bond_list: list[tuple[int, int]]) -> dict[int, str]:
             if len(anions) == 4 and pp == 0:
                 labels[i] = f"P{n_bridge}"
             elif len(anions) == 3 and pp == 1:
-                labels[i] = "P1P"
+                # One P-P bond: P2S6 dimer (P1P) or the end of a longer P-P cluster (PPend).
+                labels[i] = "P1P" if len(p_cluster(i)) == 2 else "PPend"
             elif len(anions) == 3 and pp == 0:
                 labels[i] = "P3c"
             else:
@@ -415,7 +452,7 @@ def summary(res: FrameAnalysis) -> str:
     """The analysis result in words, e.g. '2 x P1, 1 BS, 6 NBS'."""
     parts = []
     p = res.p.to_dict()
-    for k in ("P0", "P1", "P2", "P3", "P4", "P1P", "P3c", "P_other"):
+    for k in ("P0", "P1", "P2", "P3", "P4", "P1P", "PPend", "P3c", "P_other"):
         if p[k]:
             parts.append(f"{p[k]} x {k}")
     for k in ("P2ES", "PPchain"):

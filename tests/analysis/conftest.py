@@ -7,6 +7,7 @@ its own builders for synthetic glasses): P-S 2.05, P-O 1.55, P-P 2.25, S-S 2.05 
 from __future__ import annotations
 
 import functools
+import math
 import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -61,7 +62,7 @@ _PHASES = np.linspace(0.0, 2 * np.pi / 3, 24, endpoint=False)
 
 
 def _most_open(
-    build: Callable[..., np.ndarray], choices: list[tuple[float, float]], n_fixed: int
+    build: Callable[..., np.ndarray], choices: list[tuple[float, ...]], n_fixed: int
 ) -> np.ndarray:
     """The geometry, among ``build(*c)`` for c in choices, whose closest pair of atoms not both
     in the first ``n_fixed`` (the backbone, bonded by construction) and not bonded to each other
@@ -122,6 +123,32 @@ def p2x7(x: str = "S") -> Unit:
     return Unit(f"P2{x}7", [x, "P", "P"] + [x] * 6, pos, exp)
 
 
+@functools.cache
+def strained_corner(pp: float = 2.45) -> Unit:
+    """S3P-S-PS3 with P-S-P closed to put P...P at ``pp`` Å (73 degrees at 2.45): two P1.
+
+    Each P's terminal S sit on a cone around the direction away from its two close partners
+    (the bridge and the other P), phases and opening chosen to keep them clear.
+    """
+    p1, p2 = np.array([-pp / 2, 0.0, 0.0]), np.array([pp / 2, 0.0, 0.0])
+    s = np.array([0.0, np.sqrt(B_PS**2 - pp**2 / 4), 0.0])
+    axes = []
+    for p, other in ((p1, p2), (p2, p1)):
+        ax = -((s - p) / B_PS + (other - p) / pp)
+        axes.append(ax / np.linalg.norm(ax))
+
+    def build(ph1: float, ph2: float, polar: float) -> np.ndarray:
+        t1 = p1 + B_PS * cone(axes[0], polar, phase=ph1)
+        t2 = p2 + B_PS * cone(axes[1], polar, phase=ph2)
+        return np.vstack([s, p1, p2, t1, t2])
+
+    polars = np.radians([50.0, 55.0, 60.0, 65.0, 70.0])
+    choices = [(a, c, t) for a in _PHASES for c in _PHASES for t in polars]
+    pos = _most_open(build, choices, n_fixed=3)
+    exp = {"P1": 2, "BS": 1, "NBS": 6}
+    return Unit(f"P2S7 strained corner, P...P {pp} A", ["S", "P", "P"] + ["S"] * 6, pos, exp)
+
+
 def p2s6_pp() -> Unit:
     """Ethane-like S3P-PS3 (staggered): two P1P."""
     z = np.array([0.0, 0.0, 1.0])
@@ -154,23 +181,32 @@ def p3s9_ring() -> Unit:
     return Unit("P3S9 ring", syms, np.array(pos), {"P2": 3, "BS": 3, "NBS": 6})
 
 
-def p2s6_es() -> Unit:
-    """Edge-sharing P2S6: P...P 2.9 Å (not a P-P bond), two bridging S, two P2 + P2ES."""
+def p2x6_es(x_el: str = "S", pp: float = 2.9) -> Unit:
+    """Edge-sharing P2X6, P...P ``pp`` Å, two bridging X: two P2 + P2ES.
+
+    2.9 Å (S) is the usual edge. 2.45 Å is inside the P-P cutoff: an O-O edge has P...P
+    2.4-2.6 Å (O-P-O 76 degrees in the four-ring here); strained S-S edges come as close.
+    Either way the two P share anions and are no P-P bond.
+    """
+    b = B_PS if x_el == "S" else B_PO
     x = np.array([1.0, 0.0, 0.0])
     z = np.array([0.0, 0.0, 1.0])
-    half_pp = 1.45
-    y = np.sqrt(B_PS**2 - half_pp**2)
+    half_pp = pp / 2
+    y = np.sqrt(b**2 - half_pp**2)
     pos = [[-half_pp, 0, 0], [half_pp, 0, 0], [0, y, 0], [0, -y, 0]]
-    syms = ["P", "P", "S", "S"]
+    syms = ["P", "P", x_el, x_el]
     half = TETRA / 2
     for sx in (-1, 1):
         p = np.array([sx * half_pp, 0.0, 0.0])
         for sz in (1, -1):
-            syms.append("S")
-            pos.append(p + B_PS * (np.cos(half) * sx * x + sz * np.sin(half) * z))
-    return Unit(
-        "P2S6 edge-sharing", syms, np.array(pos, float), {"P2": 2, "P2ES": 2, "BS": 2, "NBS": 4}
-    )
+            syms.append(x_el)
+            pos.append(p + b * (np.cos(half) * sx * x + sz * np.sin(half) * z))
+    exp = {"P2": 2, "P2ES": 2, f"B{x_el}": 2, f"NB{x_el}": 4}
+    return Unit(f"P2{x_el}6 edge-sharing, P...P {pp} A", syms, np.array(pos, float), exp)
+
+
+def p2s6_es() -> Unit:
+    return p2x6_es("S", 2.9)
 
 
 def ps3_pyramid() -> Unit:
@@ -184,7 +220,7 @@ def ps3_pyramid() -> Unit:
 
 @functools.cache
 def pp_chain() -> Unit:
-    """S3P-PS2-PS3: three P bonded in a chain (two P1P ends, a P_other middle, PPchain 3)."""
+    """S3P-PS2-PS3: three P bonded in a chain (two PPend ends, a P_other middle, PPchain 3)."""
     v = tetra_vertices()
     pb = np.zeros(3)
     pa, pc = B_PP * v[0], B_PP * v[1]
@@ -198,7 +234,7 @@ def pp_chain() -> Unit:
         return np.vstack([pb, pa, pc, B_PS * v[2], B_PS * v[3], *ends])
 
     pos = _most_open(build, [(a, c) for a in _PHASES for c in _PHASES], n_fixed=5)
-    exp = {"P1P": 2, "P_other": 1, "PPchain": 3, "NBS": 8}
+    exp = {"PPend": 2, "P_other": 1, "PPchain": 3, "NBS": 8}
     return Unit("S3P-PS2-PS3", syms, pos, exp)
 
 
@@ -239,6 +275,10 @@ ALL_UNITS = {
     "P2S6_PP": p2s6_pp,
     "P3S9_ring": p3s9_ring,
     "P2S6_ES": p2s6_es,
+    # Inside the P-P cutoff, sharing anions: never P-P bonded.
+    "P2O6_ES_short": lambda: p2x6_es("O", 2.45),
+    "P2S6_ES_short": lambda: p2x6_es("S", 2.45),
+    "P2S7_corner_short": strained_corner,
     "PS3": ps3_pyramid,
     "PP_chain": pp_chain,
     "S2": lambda: s_chain(2),
@@ -270,6 +310,33 @@ def place(
         perm = np.random.default_rng(shuffle_seed).permutation(len(numbers))
         numbers, pos = numbers[perm], pos[perm]
     return numbers, pos
+
+
+# --- independent references ---------------------------------------------------------------
+
+
+def brute_peak(distances, cutoff, width=0.02, smooth=5, minimum=50):
+    """First g(r) peak of a pair's contact distances as docs/speciation.md defines it, with
+    plain numpy (np.histogram, a 5-bin moving average, a loop for the first maximum)."""
+    if len(distances) < minimum:
+        return None
+    n_bins = math.ceil(cutoff / width - 1e-9)
+    edges = np.linspace(0.0, n_bins * width, n_bins + 1)
+    hist, _ = np.histogram(np.minimum(distances, edges[-1]), bins=edges)
+    g = np.convolve(hist / np.diff(edges**3), np.ones(smooth) / smooth, mode="same")
+    top = g.max()
+    peaks = [
+        k for k in range(1, n_bins - 1) if g[k] >= g[k - 1] and g[k] > g[k + 1] and g[k] >= top / 5
+    ]
+    if not peaks or peaks[0] >= n_bins - smooth:
+        return None
+    k = peaks[0]
+    lo, hi = k, k
+    while lo > 0 and g[lo - 1] >= g[k] - 1e-3 * top:
+        lo -= 1
+    while hi < n_bins - 1 and g[hi + 1] >= g[k] - 1e-3 * top:
+        hi += 1
+    return (edges[lo] + edges[hi + 1]) / 2
 
 
 @pytest.fixture(params=sorted(CELLS))

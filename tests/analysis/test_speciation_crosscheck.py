@@ -3,7 +3,8 @@
 The structure: planted units of every kind (so that every class is populated), then random
 Na/P/S/O atoms at glass density with a minimum distance, which bond to each other at random
 (over-coordinated anions, P-P pairs, S-S chains, odd P environments...). The reference finds
-contacts by explicit enumeration of periodic images and classifies them with plain loops.
+contacts by explicit enumeration of periodic images and classifies them with plain loops;
+it also gives the atoms of each located unit (`locate_units`) and the Na-S / Na-O first peaks.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from glassbench.analysis import DEFAULT_CUTOFFS, analyze_frame
+from glassbench.analysis import DEFAULT_CUTOFFS, analyze_frame, locate_units
 
 Z_EL = {11: "Na", 15: "P", 16: "S", 8: "O"}
 MASS = {"Na": 22.99, "P": 30.97, "S": 32.06, "O": 16.00}
@@ -83,12 +84,60 @@ def brute_contacts(numbers, pos, cell, cutoffs):
     return el, contacts
 
 
+def brute_components(atoms, links):
+    """Components of the bond graph over ``atoms``; ``links[a]``: (b, image of b seen from a).
+
+    Every atom gets an image offset as the search reaches it; reaching an atom again at another
+    offset means the component runs into its own periodic image (an infinite cluster).
+    Returns [(set of atoms, infinite)].
+    """
+    seen, comps = set(), []
+    for start in atoms:
+        if start in seen:
+            continue
+        offset = {start: (0, 0, 0)}
+        stack, infinite = [start], False
+        while stack:
+            a = stack.pop()
+            for b, n in links[a]:
+                at = tuple(x + y for x, y in zip(offset[a], n, strict=True))
+                if b not in offset:
+                    offset[b] = at
+                    stack.append(b)
+                elif offset[b] != at:
+                    infinite = True
+        seen |= set(offset)
+        comps.append((set(offset), infinite))
+    return comps
+
+
 def brute_classify(numbers, pos, cell, cutoffs):
     el, contacts = brute_contacts(numbers, pos, cell, cutoffs)
     nbrs = defaultdict(list)
     for i, j, n in contacts:
         nbrs[i].append((j, n))
     n_p = {a: sum(el[j] == "P" for j, _ in nbrs[a]) for a in range(len(el)) if el[a] in ("S", "O")}
+
+    def via_anion(i, j, n):
+        """Whether P i and the image n of P j are both bonded to one anion (a corner/edge)."""
+        for a, na in nbrs[i]:
+            if el[a] not in ("S", "O"):
+                continue
+            for b, nb in nbrs[a]:
+                if b == j and tuple(x + y for x, y in zip(na, nb, strict=True)) == n:
+                    return True
+        return False
+
+    # P-P bonds: contacts within the cutoff that are not a shared corner or edge.
+    pp_bonds = {
+        i: [(j, n) for j, n in nbrs[i] if el[j] == "P" and not via_anion(i, j, n)]
+        for i in range(len(el))
+        if el[i] == "P"
+    }
+    unbonded = sum(el[i] == el[j] == "P" for i, j, _ in contacts) - sum(map(len, pp_bonds.values()))
+    p_atoms = [i for i, e in enumerate(el) if e == "P"]
+    pp_comps = brute_components(p_atoms, pp_bonds)
+    in_chain = {a for c, inf in pp_comps if len(c) >= 3 or inf for a in c}
     out = dict.fromkeys(
         [
             "P0",
@@ -97,6 +146,7 @@ def brute_classify(numbers, pos, cell, cutoffs):
             "P3",
             "P4",
             "P1P",
+            "PPend",
             "P3c",
             "P_other",
             "P2ES",
@@ -113,16 +163,17 @@ def brute_classify(numbers, pos, cell, cutoffs):
         ],
         0,
     )
-    p_atoms = [i for i, e in enumerate(el) if e == "P"]
+    sites = {"p3c": set(), "edge_pairs": set()}
     for i in p_atoms:
         anions = [(j, n) for j, n in nbrs[i] if el[j] in ("S", "O")]
-        ps = [(j, n) for j, n in nbrs[i] if el[j] == "P"]
+        ps = pp_bonds[i]
         if len(anions) == 4 and not ps:
             out[f"P{sum(n_p[j] >= 2 for j, _ in anions)}"] += 1
         elif len(anions) == 3 and len(ps) == 1:
-            out["P1P"] += 1
+            out["PPend" if i in in_chain else "P1P"] += 1
         elif len(anions) == 3 and not ps:
             out["P3c"] += 1
+            sites["p3c"].add(i)
         else:
             out["P_other"] += 1
         # Edge sharing: which P images does each bridging anion image lead to?
@@ -136,31 +187,19 @@ def brute_classify(numbers, pos, cell, cutoffs):
                 image = tuple(x + y for x, y in zip(na, nb, strict=True))
                 if (b, image) != (i, (0, 0, 0)):
                     shared[(b, image)].add((a, na))
-        out["P2ES"] += any(len(s) >= 2 for s in shared.values())
+        partners = {b for (b, _), s in shared.items() if len(s) >= 2}
+        out["P2ES"] += bool(partners)
+        sites["edge_pairs"] |= {(min(i, b), max(i, b)) for b in partners}
     for a, k in n_p.items():
         x = el[a]
         key = {0: f"free_{x}", 1: f"NB{x}", 2: f"B{x}"}.get(k, f"over_{x}")
         out[key] += 1
 
-    def components(atoms, element):
-        seen, comps = set(), []
-        for start in atoms:
-            if start in seen:
-                continue
-            stack, comp = [start], set()
-            while stack:
-                a = stack.pop()
-                if a in comp:
-                    continue
-                comp.add(a)
-                stack += [j for j, _ in nbrs[a] if el[j] == element and j not in comp]
-            seen |= comp
-            comps.append(comp)
-        return comps
-
-    out["PPchain"] = sum(len(c) for c in components(p_atoms, "P") if len(c) >= 3)
+    out["PPchain"] = len(in_chain)
     s_atoms = [i for i, e in enumerate(el) if e == "S"]
-    chains = [len(c) for c in components(s_atoms, "S") if len(c) >= 2]
+    ss_links = {i: [(j, n) for j, n in nbrs[i] if el[j] == "S"] for i in s_atoms}
+    ss_comps = [c for c, inf in brute_components(s_atoms, ss_links) if len(c) >= 2 or inf]
+    chains = [len(c) for c in ss_comps]
     out["S_in_chains"] = sum(chains)
     hist: dict[int, int] = defaultdict(int)
     for length in chains:
@@ -171,7 +210,30 @@ def brute_classify(numbers, pos, cell, cutoffs):
     cn_hist: dict[int, int] = defaultdict(int)
     for s, o in zip(cn_s, cn_o, strict=True):
         cn_hist[s + o] += 1
-    return out, dict(hist), dict(cn_hist), float(np.mean(cn_s)), float(np.mean(cn_o))
+    sites["pp_chains"] = {tuple(sorted(c)) for c, inf in pp_comps if len(c) >= 3 or inf}
+    sites["ss_chains"] = {tuple(sorted(c)) for c in ss_comps}
+    return {
+        "units": out,
+        "chains": dict(hist),
+        "long_share": sum(n > 2 for n in chains) / len(chains) if chains else None,
+        "cn_hist": dict(cn_hist),
+        "cn_s": float(np.mean(cn_s)),
+        "cn_o": float(np.mean(cn_o)),
+        "s_share": sum(cn_s) / (sum(cn_s) + sum(cn_o)) if sum(cn_s) + sum(cn_o) else None,
+        "na_distances": na_distances(el, pos, cell, contacts),
+        "sites": sites,
+        "pp_unbonded": unbonded,
+    }
+
+
+def na_distances(el, pos, cell, contacts):
+    """Distances of the directed Na-S and Na-O contacts (each Na-X pair once, from the Na)."""
+    out = {"S": [], "O": []}
+    for i, j, n in contacts:
+        if el[i] == "Na" and el[j] in out:
+            d = pos[j] + np.asarray(n, float) @ cell - pos[i]
+            out[el[j]].append(float(np.linalg.norm(d)))
+    return {k: np.array(v) for k, v in out.items()}
 
 
 # --- structure ---------------------------------------------------------------------------------
@@ -271,15 +333,33 @@ def test_matches_brute_force(geom, kind):
     assert 1900 <= len(numbers) <= 2200
 
     res = analyze_frame(numbers, pos, cell, True)
-    ref, chains, cn_hist, cn_s, cn_o = brute_classify(numbers, pos, cell, dict(DEFAULT_CUTOFFS))
+    ref = brute_classify(numbers, pos, cell, dict(DEFAULT_CUTOFFS))
     got = {k: v for k, v in res.unit_counts().items() if not k.startswith("n_")}
-    assert got == ref
-    assert res.ss.chains == chains
-    assert res.na.histogram == cn_hist
-    assert res.na.cn_S_mean == pytest.approx(cn_s)
-    assert res.na.cn_O_mean == pytest.approx(cn_o)
-    # The cross-check means something only if every class is populated.
-    assert all(v > 0 for v in ref.values()), {k: v for k, v in ref.items() if not v}
+    assert got == ref["units"]
+    assert res.ss.chains == ref["chains"]
+    assert res.ss.long_share == pytest.approx(ref["long_share"])
+    assert res.na.histogram == ref["cn_hist"]
+    assert res.na.cn_S_mean == pytest.approx(ref["cn_s"])
+    assert res.na.cn_O_mean == pytest.approx(ref["cn_o"])
+    assert res.na.s_share == pytest.approx(ref["s_share"])
+    for x, peak in (("S", res.na.peak_S), ("O", res.na.peak_O)):
+        distances = ref["na_distances"][x]
+        assert len(distances) >= 50  # enough contacts for a peak
+        assert peak == pytest.approx(
+            geom.brute_peak(distances, DEFAULT_CUTOFFS[f"Na-{x}"]), abs=1e-4
+        )
+    # The cross-check means something only if every class is populated, and if some P-P
+    # contacts are corners or edges rather than bonds.
+    assert all(v > 0 for v in ref["units"].values()), {
+        k: v for k, v in ref["units"].items() if not v
+    }
+    assert ref["pp_unbonded"] > 0
+
+    sites = locate_units(numbers, pos, cell, True)
+    assert set(sites.p3c) == ref["sites"]["p3c"]
+    assert set(sites.edge_pairs) == ref["sites"]["edge_pairs"]
+    assert set(sites.pp_chains) == ref["sites"]["pp_chains"]
+    assert set(sites.ss_chains) == ref["sites"]["ss_chains"]
 
     # Same answer after wrapping differently, shuffling and moving the origin.
     perm = np.random.default_rng(0).permutation(len(numbers))

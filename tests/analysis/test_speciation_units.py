@@ -11,7 +11,7 @@ import pytest
 from glassbench.analysis import DEFAULT_CUTOFFS, FrameAnalysis, analyze_frame
 
 UNIT_KEYS = (
-    "P0", "P1", "P2", "P3", "P4", "P1P", "P3c", "P_other", "P2ES", "PPchain",
+    "P0", "P1", "P2", "P3", "P4", "P1P", "PPend", "P3c", "P_other", "P2ES", "PPchain",
     "BS", "NBS", "BO", "NBO", "free_S", "free_O", "over_S", "over_O",
     "S_in_chains", "n_P", "n_S", "n_O", "n_Na",
 )  # fmt: skip
@@ -38,11 +38,19 @@ def check(res: FrameAnalysis, symbols: list[str], expected: dict) -> None:
     in_chains = expected.get("S_in_chains", 0)
     assert res.ss.fraction == pytest.approx(in_chains / n_s if n_s else 0.0)
     assert res.ss.mean_length == pytest.approx(expected.get("mean_length", 0.0))
+    chains = expected.get("chains", {})
+    n_chains = sum(chains.values())
+    long_chains = sum(v for k, v in chains.items() if k > 2)
+    assert res.ss.long_share == (long_chains / n_chains if n_chains else None)
     assert res.na.n == symbols.count("Na")
     assert res.na.histogram == expected.get("histogram", {})
     assert res.na.cn_S_mean == pytest.approx(expected.get("cn_S", 0.0))
     assert res.na.cn_O_mean == pytest.approx(expected.get("cn_O", 0.0))
     assert res.na.cn_mean == pytest.approx(res.na.cn_S_mean + res.na.cn_O_mean)
+    cn = expected.get("cn_S", 0.0) + expected.get("cn_O", 0.0)
+    assert res.na.s_share == (pytest.approx(expected.get("cn_S", 0.0) / cn) if cn else None)
+    # A few contacts make no g(r) peak.
+    assert res.na.peak_S is None and res.na.peak_O is None
 
 
 @pytest.mark.parametrize("straddle", [False, True], ids=["centred", "straddling"])
@@ -153,10 +161,12 @@ def test_all_units_together(geom, cell_kind):
     assert res.ss.chains == {2: 1, 3: 1}
     assert res.ss.fraction == pytest.approx(5 / symbols.count("S"))
     assert res.ss.mean_length == pytest.approx(2.5)
+    assert res.ss.long_share == pytest.approx(0.5)
     assert res.na.histogram == {3: 2}
     assert res.na.cn_S_mean == pytest.approx(1.5)
     assert res.na.cn_O_mean == pytest.approx(1.5)
     assert res.na.cn_mean == pytest.approx(3.0)
+    assert res.na.s_share == pytest.approx(0.5)
 
 
 # --- cells smaller than twice the cutoffs: bonds through periodic images ---------------------
@@ -292,6 +302,7 @@ def test_empty_frame():
     assert res.n_atoms == 0
     assert all(v == 0 for v in res.unit_counts().values())
     assert res.ss.fraction == 0.0 and res.na.cn_mean == 0.0
+    assert res.ss.long_share is None and res.na.s_share is None
 
 
 def test_to_dict_is_the_json_contract(geom):
@@ -307,18 +318,30 @@ def test_to_dict_is_the_json_contract(geom):
         "P3",
         "P4",
         "P1P",
+        "PPend",
         "P3c",
         "P_other",
         "P2ES",
         "PPchain",
     ]
     assert list(d["anions"]) == ["BS", "NBS", "BO", "NBO", "free_S", "free_O", "over_S", "over_O"]
-    assert list(d["SS"]) == ["S_in_chains", "fraction", "mean_length", "chains"]
-    assert list(d["Na"]) == ["n", "cn_mean", "cn_S_mean", "cn_O_mean", "histogram"]
+    assert list(d["SS"]) == ["S_in_chains", "fraction", "mean_length", "chains", "long_share"]
+    assert list(d["Na"]) == [
+        "n",
+        "cn_mean",
+        "cn_S_mean",
+        "cn_O_mean",
+        "histogram",
+        "s_share",
+        "peak_S",
+        "peak_O",
+    ]
     for group in ("P", "anions"):
         assert all(type(v) is int for v in d[group].values())
     assert type(d["n_atoms"]) is int and type(d["Na"]["n"]) is int
     assert d["Na"]["histogram"] == {"3": 1}
+    assert d["Na"]["s_share"] == 1.0 and type(d["Na"]["s_share"]) is float
+    assert d["Na"]["peak_S"] is None and d["SS"]["long_share"] is None
     assert json.loads(json.dumps(d)) == d
 
 

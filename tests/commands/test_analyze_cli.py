@@ -381,3 +381,82 @@ def test_all_frames_never_reads_the_whole_file(tmp_path, frames, monkeypatch):
     result = run(str(path), "--all-frames")
     assert result.exit_code == 0, result.output
     assert len(result.stdout.strip().split("\n")) == len(frames)
+
+
+def _chain_and_na_frame() -> Atoms:
+    """S3P-PS2-PS3 (two P-P chain ends) and 13 Na each with four S at 2.9 Å (52 Na-S
+    contacts, enough for a g(r) peak), built from bond lengths and angles."""
+    v = np.array([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]], float) / np.sqrt(3)
+
+    def cap(p: np.ndarray, u: np.ndarray, phase: float) -> list[np.ndarray]:
+        # Three S at 109.5 degrees from the P-P bond (direction u), 120 degrees apart.
+        e1 = np.cross(u, [1.0, 0.0, 0.0] if abs(u[0]) < 0.8 else [0.0, 1.0, 0.0])
+        e1 /= np.linalg.norm(e1)
+        e2 = np.cross(u, e1)
+        t = np.arccos(-1 / 3)
+        return [
+            p + 2.05 * (np.cos(t) * u + np.sin(t) * (np.cos(f) * e1 + np.sin(f) * e2))
+            for f in phase + 2 * np.pi * np.arange(3) / 3
+        ]
+
+    def chain(phase: float) -> np.ndarray:
+        pa, pc = 2.25 * v[0], 2.25 * v[1]
+        caps = [*cap(pa, -v[0], phase), *cap(pc, -v[1], phase + 1.0)]
+        return np.array([np.zeros(3), pa, pc, 2.05 * v[2], 2.05 * v[3], *caps])
+
+    def clearance(pos: np.ndarray) -> float:
+        d = np.linalg.norm(pos[:, None] - pos[None], axis=-1)
+        return float(d[d > 2.3].min())
+
+    best = max((chain(f) for f in np.linspace(0, 2.1, 22)), key=clearance)
+    assert clearance(best) > 2.7  # no contact but the bonds built
+    symbols = ["P"] * 3 + ["S"] * 8
+    positions = list(best - best.mean(axis=0) + [13.5, 13.5, 24.0])
+    rng = np.random.default_rng(0)
+    for k in range(13):
+        centre = np.array([k % 3 + 0.5, (k // 3) % 3 + 0.5, 0.0]) * 9.0
+        centre[2] = 4.5 if k < 9 else 13.5
+        q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+        symbols += ["Na"] + ["S"] * 4
+        positions += [centre, *(centre + 2.9 * v @ q.T)]
+    return Atoms(symbols, positions=positions, cell=[27.0, 27.0, 32.0], pbc=True)
+
+
+def test_new_quantities_in_json_and_table(tmp_path):
+    """PPend, S-S long share, Na-S share and first peaks: JSON keys and table lines."""
+    from ase.neighborlist import neighbor_list
+
+    atoms = _chain_and_na_frame()
+    i, j = neighbor_list("ij", atoms, {("Na", "S"): 3.6, ("Na", "O"): 3.1, ("P", "P"): 2.5})
+    symbols = np.array(atoms.get_chemical_symbols())
+    assert np.count_nonzero((symbols[i] == "Na") & (symbols[j] == "S")) == 52
+    assert np.count_nonzero((symbols[i] == "P") & (symbols[j] == "P")) == 4  # 2 bonds, both ways
+    path = tmp_path / "chain.extxyz"
+    ase.io.write(path, atoms)
+
+    result = run(str(path))
+    assert result.exit_code == 0, result.output
+    got = json.loads(result.stdout)
+    assert list(got["P"])[5:7] == ["P1P", "PPend"]
+    assert (got["P"]["P1P"], got["P"]["PPend"], got["P"]["P_other"]) == (0, 2, 1)
+    assert got["P"]["PPchain"] == 3
+    assert got["SS"]["long_share"] is None  # no S-S bond
+    assert got["Na"]["s_share"] == 1.0
+    assert got["Na"]["peak_S"] == pytest.approx(2.9, abs=0.02)
+    assert got["Na"]["peak_O"] is None
+
+    table = run(str(path), "--format", "table")
+    assert table.exit_code == 0, table.output
+    rows = {ln.split()[0]: ln.split()[1:] for ln in table.stdout.splitlines() if ln.strip()}
+    assert rows["PPend"] == ["2", f"{2 / 3:.3f}"]
+    assert rows["P1P"] == ["0", "0.000"]
+    assert "longer than two -;" in table.stdout
+    assert f"Na: S share 1.000; first g(r) peak (Å) Na-S {got['Na']['peak_S']:.2f}  Na-O -" in (
+        table.stdout
+    )
+
+    lines = run(str(path), "--format", "table", "--all-frames").stdout.splitlines()
+    header, row = lines[1].split(), lines[2].split()
+    assert header[header.index("P1P") + 1] == "PPend"
+    assert row[header.index("PPend")] == "2"
+    assert row[header.index("Na_S")] == "1.00"

@@ -266,3 +266,48 @@ def test_views_match_an_independent_computation(engine: Any) -> None:
     assert (got["n"] == got["n_pd"]).all() and (got["n"] == 2).all()
     np.testing.assert_allclose(got["mae"], got["mae_pd"], rtol=1e-12)
     np.testing.assert_allclose(got["mean_error"], got["mean_error_pd"], rtol=1e-12)
+
+
+def test_mae_by_rate_never_pools_quench_rates(engine: Any) -> None:
+    """mlip_mae_by_rate: one row per MLIP, protocol, quench rate and property, equal to pandas;
+    mlip_mae pools the rates (its first-release contract) and the two agree on the pooled
+    numbers."""
+    rng = np.random.default_rng(7)
+    records = []
+    with unit_of_work(engine) as s:
+        _mlip(s, "mA")
+        for rate in (0.5, 5.0):
+            for x in (0.0, 1.0):
+                for seed in (1, 2, 3):
+                    rid = _run(s, "mA", x, seed, rate=rate)
+                    dens = float(rng.normal(2.0 + 0.1 * rate, 0.05))
+                    repos.set_property(s, rid, "density_g_cm3", dens)
+                    s.execute(sa.text(f"UPDATE run SET status = 'done' WHERE id = {rid}"))
+                    records.append({"rate": rate, "x": x, "value": dens})
+        for x, d in ((0.0, 2.1), (1.0, 2.3)):  # SYNTHETIC reference values (tests only)
+            repos.set_experiment(
+                s,
+                {
+                    "subject": repos.experiment_subject(x=x, crystal=None),
+                    "composition_id": repos.composition_id(s, x),
+                    "crystal": None,
+                    "property": "density_g_cm3",
+                    "value": d,
+                    "source": "SYNTHETIC",
+                },
+            )
+    df = pd.DataFrame(records)
+    point = df.groupby(["rate", "x"], as_index=False)["value"].mean()
+    point["e"] = point["value"] - point["x"].map({0.0: 2.1, 1.0: 2.3})
+    view = pd.read_sql(
+        "SELECT * FROM mlip_mae_by_rate ORDER BY quench_rate_k_ps", engine
+    ).reset_index(drop=True)
+    assert list(view["quench_rate_k_ps"]) == [0.5, 5.0]
+    assert (view["n"] == 2).all() and (view["protocol"].str.len() > 0).all()
+    for i, rate in enumerate((0.5, 5.0)):
+        e = point.loc[point["rate"] == rate, "e"]
+        assert view.loc[i, "mae"] == pytest.approx(e.abs().mean(), rel=1e-12)
+        assert view.loc[i, "mean_error"] == pytest.approx(e.mean(), rel=1e-12)
+    pooled = pd.read_sql("SELECT * FROM mlip_mae", engine).iloc[0]
+    assert pooled["n"] == 4
+    assert pooled["mae"] == pytest.approx(point["e"].abs().mean(), rel=1e-12)

@@ -37,7 +37,7 @@ def test_wheel_installs_and_migrates_outside_checkout(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "glassbench/migrations/env.py" in names
     assert "glassbench/migrations/script.py.mako" in names
-    for rev in ("0001_", "0002_", "0003_"):
+    for rev in ("0001_", "0002_", "0003_", "0004_"):
         assert any(n.startswith(f"glassbench/migrations/versions/{rev}") for n in names)
 
     venv = tmp_path / "venv"
@@ -80,7 +80,7 @@ def test_wheel_installs_and_migrates_outside_checkout(tmp_path: Path) -> None:
         timeout=120,
     )
     assert out.returncode == 0, out.stderr
-    assert "at revision 0003" in out.stdout
+    assert "at revision 0004" in out.stdout
     assert (work / "glassbench.db").exists()
     out = subprocess.run(
         [str(venv / "bin" / "glassbench"), "sql", "SELECT COUNT(*) AS n FROM run_summary"],

@@ -44,6 +44,31 @@ SORT_PROBE = """
 """
 
 
+# Draws every figure of the page on a canvas and records its pixel variance: a figure that
+# failed to decode, or decoded blank, shows up as width 0 or variance 0.
+FIGURE_PROBE = """
+<script>
+window.addEventListener("load", function () {
+  var out = {};
+  document.querySelectorAll("figure").forEach(function (f) {
+    var img = f.querySelector("img");
+    var c = document.createElement("canvas");
+    c.width = img.naturalWidth; c.height = img.naturalHeight;
+    if (!c.width || !c.height) { out[f.id] = {w: 0, v: 0}; return; }
+    var ctx = c.getContext("2d");
+    ctx.drawImage(img, 0, 0);
+    var d = ctx.getImageData(0, 0, c.width, c.height).data, n = 0, s = 0, s2 = 0;
+    for (var i = 0; i < d.length; i += 16) {
+      var g = (d[i] + d[i + 1] + d[i + 2]) / 765; n += 1; s += g; s2 += g * g;
+    }
+    out[f.id] = {w: c.width, v: s2 / n - (s / n) * (s / n)};
+  });
+  document.documentElement.setAttribute("data-figures", JSON.stringify(out));
+});
+</script>
+"""
+
+
 def _chromium(args: list[str], tmp: Path) -> subprocess.CompletedProcess[str]:
     profile = tmp / f"profile-{len(list(tmp.glob('profile-*')))}"
     return subprocess.run(
@@ -102,6 +127,26 @@ def test_html_report_renders_without_console_errors(
     assert asc == sorted(asc) and result["desc"] == [str(v) for v in sorted(asc, reverse=True)]
     assert asc[0] == 0  # the MLIP without runs
     assert MLIP_NO_RUNS in proc.stdout
+
+    # Every figure, the new ones included, decodes in the browser and is not blank.
+    figures = tmp_path / "figures.html"
+    figures.write_text(html.read_text().replace("</body>", FIGURE_PROBE + "</body>"))
+    proc = _chromium(["--dump-dom", figures.as_uri()], tmp_path)
+    assert _console_messages(proc.stderr) == []
+    m = re.search(r'data-figures="([^"]*)"', proc.stdout)
+    assert m, proc.stdout[:500]
+    drawn = json.loads(m.group(1).replace("&quot;", '"'))
+    names = (
+        {p.stem for p in (out / "figures").glob("*.png")} if (out / "figures").exists() else set()
+    )
+    for name in (
+        "mae_bars", "na_s_share", "extrapolation_properties", "extrapolation_structure",
+        "dispersion_rate", "traces_p_units", "traces_anions", "traces_na",
+    ):  # fmt: skip
+        assert f"f-{name}" in drawn, sorted(drawn)
+    assert names <= {k.removeprefix("f-") for k in drawn}
+    for fid, probe in drawn.items():
+        assert probe["w"] > 100 and probe["v"] > 1e-4, (fid, probe)
 
 
 def test_empty_report_renders(chromium: Path, sqlite_gb: tuple[Any, Any], tmp_path: Path) -> None:

@@ -103,20 +103,26 @@ def test_report_contents(gb: Any, engine: Any, populated: Expected, tmp_path: Pa
         "mae",
         "mae_points",
         "trends",
-        "artefacts",
+        "ss_chains",
+        "na_environment",
+        "edge_pp",
         "quench_mae",
+        "extrapolation",
+        "dispersion_rate",
         "traces",
         "crystal_volumes",
+        "crystal_mae",
         "coverage",
+        "protocols",
     } <= tables
     # An MLIP without runs is listed with zero runs and breaks nothing.
     cov = pd.read_csv(out / "tables" / "coverage.csv")
     row = cov[cov["mlip"] == MLIP_NO_RUNS].iloc[0]
     assert row["runs_done"] == 0 and row["compositions"] == 0
-    # Quench-rate sensitivity: MLIP A has two rates side by side.
+    # Quench-rate sensitivity: MLIP A has three rates side by side.
     qmae = pd.read_csv(out / "tables" / "quench_mae.csv")
-    assert set(qmae["quench_rate_k_ps"]) == {1.0, 5.0}
-    assert "MAE @ 5 K/ps" in html
+    assert set(qmae["quench_rate_k_ps"]) == {0.5, 1.0, 5.0}
+    assert "MAE @ 5 K/ps" in html and "MAE @ 0.5 K/ps" in html
     # Traces use the thermo temperature of each frame's step (file ingest).
     traces = pd.read_csv(out / "tables" / "traces.csv")
     assert set(traces["temperature_k"].round(6)) == {1500.0, 900.0, 300.0}
@@ -131,6 +137,9 @@ def test_report_contents(gb: Any, engine: Any, populated: Expected, tmp_path: Pa
     assert "| Density | g/cm³ |" in md
     # Citations are escaped user input.
     assert SYNTHETIC_SOURCE in md
+    # The study's name for three-coordinated P, never the project's P3 label.
+    assert "P3: (three-coordinated P) fraction" in html
+    assert "P3c fraction" not in html
 
 
 def test_empty_database_gives_a_valid_report(gb: Any, tmp_path: Path) -> None:
@@ -145,6 +154,41 @@ def test_empty_database_gives_a_valid_report(gb: Any, tmp_path: Path) -> None:
         assert "No experimental glass data has been ingested yet" in text
         assert "glassbench ingest experiment data.csv" in text
         assert "x,property,value,uncertainty,source" in text
+    # Every new section says what is missing instead of drawing nothing.
+    assert "quench rates yet: nothing is extrapolated" in md
+    assert "No MLIP has done runs both with and without D3" in md
+    assert "No completed run has analysed frames with a known temperature yet" in md
+    assert "No relaxed crystal volumes recorded yet" in md
+    assert not (out / "figures").exists() or not list((out / "figures").iterdir())
+
+
+def test_lab_rate_option(gb: Any, engine: Any, tmp_path: Path) -> None:
+    """--lab-rate is checked before anything is written and is part of the fingerprint."""
+    out = tmp_path / "r"
+    for bad in ("0", "-1", "nan", "inf"):
+        res = gb("report", "generate", "--out", str(out), "--lab-rate", bad)
+        assert res.exit_code == 2 and "--lab-rate" in res.output, (bad, res.output)
+    res = gb("report", "generate", "--out", str(out), "--lab-rate", "fast")
+    assert res.exit_code == 2
+    assert _report_rows(engine) == []
+    assert not (out / "report.html").exists()
+    gb.ok("report", "generate", "--out", str(out), "--format", "md")
+    assert "unchanged" in gb.ok("report", "generate", "--out", str(out), "--format", "md").output
+    default = (out / "report.md").read_text()
+    from glassbench.reports.extrapolation import DEFAULT_LAB_RATE_K_PS
+
+    assert f"{DEFAULT_LAB_RATE_K_PS:g} K/ps" in default
+    res = gb.ok("report", "generate", "--out", str(out), "--format", "md", "--lab-rate", "1e-9")
+    assert "report written" in res.output
+    assert (
+        "Laboratory cooling rate for extrapolations: 1e-09 K/ps" in (out / "report.md").read_text()
+    )
+    rows = _report_rows(engine)
+    assert len(rows) == 2 and rows[0].fingerprint != rows[1].fingerprint
+    res = gb("report", "schedule", "--cron", "0 6 * * *", "--lab-rate", "-2")
+    assert res.exit_code == 2 and "--lab-rate" in res.output
+    # The help names the default the code uses.
+    assert f"default {DEFAULT_LAB_RATE_K_PS:g} K/ps" in gb.ok("report", "generate", "--help").output
 
 
 @pytest.mark.slow

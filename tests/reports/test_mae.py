@@ -21,12 +21,15 @@ from glassbench.reports import (
     mae_table,
 )
 from glassbench.reports.metrics import completed
+from glassbench.reports.queries import load_runs
 from tests.reports.conftest import (
     MLIP_DIMERS,
     MLIP_NO_RUNS,
     MLIP_RANDOM,
     Expected,
     independent_mae,
+    independent_mae_per_rate,
+    protocol_ids,
 )
 
 
@@ -39,11 +42,19 @@ def _report_mae(engine: Any) -> pd.DataFrame:
 
 def test_ingested_values_are_what_the_structures_say(engine: Any, populated: Expected) -> None:
     """The run values the report reads are the independently computed ones."""
-    runs, _ = load_mae_inputs(engine)
+    with engine.connect() as c:
+        runs = load_runs(c)
+    mae_runs, _ = load_mae_inputs(engine)
+    # The MAE query reads the comparable quantities only, the same values.
+    compared = [c for c in mae_runs.columns if c in runs.columns]
+    assert set(mae_runs.columns) < set(runs.columns) and "p1_incl_p1p" in compared
+    pd.testing.assert_frame_equal(mae_runs, runs[compared])
     assert len(runs) == len(populated.runs)
     assert set(runs["status"]) == {"done"}
     for key, values in populated.runs.items():
         row = runs[runs["run_id"] == populated.run_ids[key]].iloc[0]
+        # The D3 runs' protocol sets the dispersion; the others take the MLIP's ("none").
+        assert row["dispersion"] == key[4], key
         for prop, v in values.items():
             assert row[prop] == pytest.approx(v, rel=1e-9, abs=1e-12), (key, prop)
 
@@ -57,9 +68,9 @@ def test_mae_equals_independent_computation(engine: Any, populated: Expected) ->
         assert got[k][0] == n, k
         assert got[k][1] == pytest.approx(mae, rel=1e-9, abs=1e-12), k
         assert got[k][2] == pytest.approx(me, rel=1e-9, abs=1e-12), k
-    # x = 2 has no experiment: 2 points per glass property per MLIP at q = 1, plus the second
-    # quench rate of MLIP A at x = 0.
-    assert got[(MLIP_DIMERS, "density_g_cm3")][0] == 3
+    # Pooled as the view pools (the report never does): x = 2 has no experiment, so MLIP A has
+    # x = 0 and 1 at 1 K/ps, x = 0 at 0.5 and 5 K/ps and x = 0 at 1 and 5 K/ps under D3.
+    assert got[(MLIP_DIMERS, "density_g_cm3")][0] == 6
     assert got[(MLIP_RANDOM, "density_g_cm3")][0] == 2
     assert got[(MLIP_DIMERS, "p2")][0] == 1
     assert MLIP_NO_RUNS not in set(table["mlip"])
@@ -83,14 +94,23 @@ def test_view_agrees_with_report(engine: Any, populated: Expected) -> None:
 def test_generate_writes_the_same_mae_csv(
     gb: Any, engine: Any, populated: Expected, tmp_path: Path
 ) -> None:
+    """mae.csv: one row per MLIP, protocol, quench rate and property, never pooled."""
     out = tmp_path / "report"
     gb.ok("report", "generate", "--out", str(out))
     csv = pd.read_csv(out / "tables" / "mae.csv")
-    expected = independent_mae(populated)
+    expected = independent_mae_per_rate(populated)
+    disp_of = {pid: d for d, pid in protocol_ids(engine, populated).items()}
     assert len(csv) == len(expected)
     for r in csv.itertuples(index=False):
-        n, mae, me = expected[(r.mlip, r.property)]
-        assert (r.n, r.mae, r.mean_error) == (n, pytest.approx(mae), pytest.approx(me))
+        e = expected[(r.mlip, disp_of[r.protocol_id], r.quench_rate_k_ps, r.property)]
+        assert (r.n, r.n_seeds) == (e["n"], e["n_seeds"])
+        for col in ("mae", "mean_error", "seed_sd", "mean_abs_z"):
+            got, want = getattr(r, col), e[col]
+            assert (math.isnan(got) and math.isnan(want)) or got == pytest.approx(want), (col, r, e)
+        assert r.mae_ci_lo <= r.mae <= r.mae_ci_hi
+    # MLIP A's density at x = 0 is a separate row for each of its three rates and for D3.
+    a = csv[(csv["mlip"] == MLIP_DIMERS) & (csv["property"] == "density_g_cm3")]
+    assert len(a) == 5
     points = pd.read_csv(out / "tables" / "mae_points.csv")
     # Points without experiment (x = 2) stay in the table, missing, never imputed.
     x2 = points[points["x"] == 2.0]
@@ -110,13 +130,14 @@ def test_seed_statistics(engine: Any, populated: Expected) -> None:
     vals = [
         v["young_modulus_gpa"]
         for k, v in populated.runs.items()
-        if k[:3] == (MLIP_RANDOM, 1.0, 1.0)
+        if k[:3] == (MLIP_RANDOM, 1.0, 1.0) and k[4] == "none"
     ]
-    assert p["n_seeds"] == 2
-    assert p["sim_mean"] == pytest.approx(sum(vals) / 2)
+    assert p["n_seeds"] == len(vals) == 3
+    assert p["sim_mean"] == pytest.approx(sum(vals) / 3)
     assert p["sim_std"] == pytest.approx(pd.Series(vals).std(ddof=1))
-    single = points[(points["mlip"] == MLIP_DIMERS) & (points["quench_rate_k_ps"] == 5.0)]
-    assert (single["n_seeds"] == 1).all() and single["sim_std"].isna().all()
+    d3 = protocol_ids(engine, populated)["d3"]
+    single = points[(points["mlip"] == MLIP_DIMERS) & (points["protocol_id"] == d3)]
+    assert len(single) and (single["n_seeds"] == 1).all() and single["sim_std"].isna().all()
 
 
 def test_experiment_loaded_once_per_source(engine: Any, populated: Expected) -> None:

@@ -14,6 +14,7 @@ from glassbench.reports.metrics import (
     crystal_table,
     mae_points,
     mae_table,
+    point_table,
     seed_stats,
 )
 from glassbench.reports.render import Document, Section, Table, column_header, format_cell, to_html
@@ -117,9 +118,54 @@ def test_empty_inputs() -> None:
 def test_key_labels_units_and_rendering() -> None:
     assert str(Key.density) == "density_g_cm3" and Key.density.unit == "g/cm³"
     assert Key.density.header == "Density (g/cm³)"
-    assert column_header("p3c_std") == "P3c fraction seed std"
+    assert column_header("p3c_std") == "P3: (three-coordinated P) fraction seed std"
     assert format_cell(NAN) == "—" and format_cell(None) == "—" and format_cell(np.int64(3)) == "3"
     df = pd.DataFrame({"mlip": ["<script>alert(1)</script>"], "mae": [NAN]})
     html = to_html(Document("t", [], [Section("s", "S", [Table("mae", "T", df)])]))
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;" in html
     assert 'class="m"' in html  # the missing MAE cell
+
+
+def test_point_table_lists_only_points_that_exist() -> None:
+    """Two MLIPs at different x and rates: no row for combinations nobody ran."""
+    runs = _runs([("A", 0.0, 1, 2.0), ("A", 0.0, 2, 2.4), ("B", 1.0, 1, 3.0)])
+    runs.loc[runs["mlip"] == "B", "quench_rate_k_ps"] = 5.0
+    table = point_table(runs, keys=["density_g_cm3"])
+    assert list(zip(table["mlip"], table["x"], table["quench_rate_k_ps"], strict=True)) == [
+        ("A", 0.0, 1.0),
+        ("B", 1.0, 5.0),
+    ]
+    assert list(table["n_seeds"]) == [2, 1]
+    assert table["density_g_cm3"].tolist() == pytest.approx([2.2, 3.0])
+    assert table["density_g_cm3_std"].iloc[0] == pytest.approx(np.std([2.0, 2.4], ddof=1))
+    assert math.isnan(table["density_g_cm3_std"].iloc[1])
+
+
+def test_three_coordinated_p_is_labelled_as_the_study_does() -> None:
+    assert Key.p3c.label == "P3: (three-coordinated P) fraction"
+    assert Key.p3.label == "P3 fraction" and Key.p3.label != Key.p3c.label
+    assert Key.ppend.label == "P-P chain end fraction"
+    assert Key.na_s_peak.header == "Na-S first g(r) peak (Å)"
+    assert Key.ss_mean_length.header == "Mean S-S chain length (S atoms)"
+    assert str(Key.mae_lo) == "mae_ci_lo" and Key.overlap.label == "Indistinguishable from"
+
+
+def test_overlap_pairs_and_sentences() -> None:
+    from glassbench.reports.document import overlap_pairs, overlap_sentences
+
+    table = pd.DataFrame(
+        {
+            "mlip": ["A", "B", "C", "A"],
+            "protocol_id": [1, 1, 1, 1],
+            "quench_rate_k_ps": [1.0, 1.0, 1.0, 5.0],
+            "property": ["density_g_cm3"] * 4,
+            "mae_ci_lo": [0.1, 0.3, 0.5, 0.1],
+            "mae_ci_hi": [0.3, 0.4, 0.6, 0.2],
+        }
+    )
+    # A [0.1, 0.3] touches B [0.3, 0.4]; C overlaps nobody; A alone at 5 K/ps.
+    assert overlap_pairs(table) == {(1, 1.0, "density_g_cm3"): [("A", "B")]}
+    assert overlap_sentences(table) == [
+        "Density, protocol 1 at 1 K/ps: the 95 % MAE intervals overlap for A and B. These "
+        "data do not tell those MLIPs apart on this property."
+    ]

@@ -10,8 +10,10 @@ from glassbench.analysis.speciation import (
     NaCoordination,
     PUnits,
     SSChains,
+    UnitSites,
     analyze_atoms,
     analyze_frame,
+    locate_units,
 )
 
 __all__ = [
@@ -21,8 +23,10 @@ __all__ = [
     "NaCoordination",
     "PUnits",
     "SSChains",
+    "UnitSites",
     "analyze_atoms",
     "analyze_frame",
     "canonical_pair",
+    "locate_units",
     "parse_cutoffs",
 ]

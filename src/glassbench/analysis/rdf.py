@@ -94,6 +94,38 @@ def partial_rdf(
     return RDF(r=(edges[:-1] + edges[1:]) / 2, g=g, counts=counts, normalised=normalised)
 
 
+def smooth(g: NDArray[np.float64], smooth_bins: int = 5) -> NDArray[np.float64]:
+    """Moving average over ``smooth_bins`` bins (zero beyond the ends), as every peak and
+    minimum of this module is found."""
+    k = max(1, int(smooth_bins))
+    return np.convolve(g, np.ones(k) / k, mode="same")
+
+
+def first_peak_index(gs: NDArray[np.float64]) -> int | None:
+    """Index of the first local maximum of ``gs`` reaching a fifth of its highest value.
+
+    Noise in the tail stays below a fifth of the main peak. None if there is none.
+    """
+    if len(gs) < 3 or not np.any(gs > 0):
+        return None
+    top = float(gs.max())
+    rising = np.flatnonzero((gs[1:-1] >= gs[:-2]) & (gs[1:-1] > gs[2:]) & (gs[1:-1] >= 0.2 * top))
+    return int(rising[0]) + 1 if len(rising) else None
+
+
+def flat_top_middle(r: NDArray[np.float64], gs: NDArray[np.float64], peak: int) -> float:
+    """r of the middle of the top of the peak at index ``peak`` (points within 1e-3 of the
+    curve's maximum below it, next to each other): a single sharp contact, spread by the
+    moving average into a plateau, is found at its own bin, not at the plateau's edge."""
+    tol = 1e-3 * float(gs.max())
+    lo = hi = peak
+    while lo > 0 and gs[lo - 1] >= gs[peak] - tol:
+        lo -= 1
+    while hi + 1 < len(gs) and gs[hi + 1] >= gs[peak] - tol:
+        hi += 1
+    return float((r[lo] + r[hi]) / 2)
+
+
 def first_minimum(
     r: NDArray[np.float64], g: NDArray[np.float64], *, smooth_bins: int = 5
 ) -> float | None:
@@ -105,14 +137,11 @@ def first_minimum(
     """
     if len(g) < 3 or not np.any(g > 0):
         return None
-    k = max(1, int(smooth_bins))
-    gs = np.convolve(g, np.ones(k) / k, mode="same")
-    top = float(gs.max())
-    tol = 1e-3 * top
-    rising = np.flatnonzero((gs[1:-1] >= gs[:-2]) & (gs[1:-1] > gs[2:]) & (gs[1:-1] >= 0.2 * top))
-    if not len(rising):
+    gs = smooth(g, smooth_bins)
+    tol = 1e-3 * float(gs.max())
+    peak = first_peak_index(gs)
+    if peak is None:
         return None
-    peak = int(rising[0]) + 1
     # Walk down from the peak to the point where g starts to rise again.
     k = peak
     while k + 1 < len(gs) and gs[k + 1] <= gs[k] + tol:

@@ -60,6 +60,10 @@ def _fmt(v: float) -> str:
     return f"{v:.3f}"
 
 
+def _opt(v: float | None, digits: int = 3) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
 def _histogram(h: dict[int, int]) -> str:
     return "  ".join(f"{k}:{v}" for k, v in sorted(h.items())) or "-"
 
@@ -95,28 +99,31 @@ def format_table(
     lines += [
         "",
         f"S-S chains: {ss.S_in_chains} S in chains (fraction {_fmt(ss.fraction)}), "
-        f"mean length {ss.mean_length:.2f}; lengths {_histogram(ss.chains)}",
+        f"mean length {ss.mean_length:.2f}, longer than two {_opt(ss.long_share)}; "
+        f"lengths {_histogram(ss.chains)}",
         f"Na ({na.n}): CN {na.cn_mean:.2f} (S {na.cn_S_mean:.2f}, O {na.cn_O_mean:.2f}); "
         f"CN histogram {_histogram(na.histogram)}",
+        f"Na: S share {_opt(na.s_share)}; first g(r) peak (Å) Na-S {_opt(na.peak_S, 2)}  "
+        f"Na-O {_opt(na.peak_O, 2)}",
     ]
     return "\n".join(lines)
 
 
 _ROW_KEYS = (
-    "P0", "P1", "P2", "P3", "P4", "P1P", "P3c", "P_other", "P2ES", "PPchain",
+    "P0", "P1", "P2", "P3", "P4", "P1P", "PPend", "P3c", "P_other", "P2ES", "PPchain",
     "BS", "NBS", "BO", "NBO", "free_S", "free_O", "over_S", "over_O",
 )  # fmt: skip
 
 
 def _row_header() -> str:
-    cols = ["frame", "atoms", *_ROW_KEYS, "S_chain", "Na_CN"]
+    cols = ["frame", "atoms", *_ROW_KEYS, "S_chain", "Na_CN", "Na_S"]
     return " ".join(f"{c:>7}" for c in cols)
 
 
 def _row(k: int, res: FrameAnalysis) -> str:
     counts = res.unit_counts()
     cells = [str(k), str(res.n_atoms), *(str(counts[c]) for c in _ROW_KEYS)]
-    cells += [str(res.ss.S_in_chains), f"{res.na.cn_mean:.2f}"]
+    cells += [str(res.ss.S_in_chains), f"{res.na.cn_mean:.2f}", _opt(res.na.s_share, 2)]
     return " ".join(f"{c:>7}" for c in cells)
 
 

@@ -37,6 +37,30 @@ _TRACE = click.option(
     help="Run id to trace speciation vs temperature for (repeatable; default: one per MLIP).",
 )
 
+_LAB_RATE = click.option(
+    "--lab-rate",
+    "lab_rate",
+    type=float,
+    default=None,
+    metavar="K_PER_PS",
+    # The default is extrapolation.DEFAULT_LAB_RATE_K_PS (not imported here: it loads scipy);
+    # a test checks that this text names it.
+    help="Laboratory cooling rate in K/ps the quench-rate extrapolation reaches for "
+    "(default 1e-10 K/ps, i.e. 100 K/s, an assumed order of magnitude; docs/reports.md).",
+)
+
+
+def _lab_rate(value: float | None) -> float | None:
+    """Checked before the database is touched: a bad rate is exit 2 with nothing written."""
+    if value is None:
+        return None
+    from glassbench.reports.generate import check_lab_rate
+
+    try:
+        return check_lab_rate(value)
+    except BadInput as exc:
+        raise BadInput(exc.detail, source="--lab-rate") from None
+
 
 def _formats(text: str) -> tuple[str, ...]:
     from glassbench.reports.generate import parse_formats
@@ -64,6 +88,7 @@ def cli() -> None:
 @_FORMAT
 @click.option("--force", is_flag=True, help="Regenerate even if the data did not change.")
 @_TRACE
+@_LAB_RATE
 @pass_app
 def generate(
     app: AppContext,
@@ -71,6 +96,7 @@ def generate(
     formats: str,
     force: bool,
     trace_runs: tuple[int, ...],
+    lab_rate: float | None,
 ) -> None:
     """Write the report of the database's current data to --out.
 
@@ -83,6 +109,7 @@ def generate(
     from glassbench.reports.generate import generate_report
 
     fmts = _formats(formats)
+    lab = _lab_rate(lab_rate)
     # The database first (a missing SQLite file is exit 2 before a folder is made), then the
     # folder (before any query), then the schema.
     engine = app.engine
@@ -90,7 +117,12 @@ def generate(
     require_schema(engine)
     try:
         result = generate_report(
-            engine, out_dir=out, formats=fmts, force=force, trace_runs=trace_runs or None
+            engine,
+            out_dir=out,
+            formats=fmts,
+            force=force,
+            trace_runs=trace_runs or None,
+            lab_rate_k_ps=lab,
         )
     except (OperationalError, ProgrammingError) as exc:
         raise db_error(exc, engine) from None
@@ -120,6 +152,7 @@ def generate(
 @_OUT
 @_FORMAT
 @_TRACE
+@_LAB_RATE
 @click.option("--interval-seconds", type=click.FloatRange(min=0.1), default=None, hidden=True)
 @click.option("--retry-initial", type=click.FloatRange(min=0.01), default=5.0, hidden=True)
 @click.option("--retry-max", type=click.FloatRange(min=0.01), default=300.0, hidden=True)
@@ -130,6 +163,7 @@ def schedule(
     out_dir: Path | None,
     formats: str,
     trace_runs: tuple[int, ...],
+    lab_rate: float | None,
     interval_seconds: float | None,
     retry_initial: float,
     retry_max: float,
@@ -146,6 +180,7 @@ def schedule(
     if (cron is None) == (interval_seconds is None):
         raise BadInput("give one schedule: --cron EXPR", source="report schedule")
     fmts = _formats(formats)
+    lab = _lab_rate(lab_rate)
     if cron is not None:
         from apscheduler.triggers.cron import CronTrigger
 
@@ -164,7 +199,13 @@ def schedule(
     out = _out(app, out_dir, fmts)
     runner = ReportScheduler(
         engine,
-        lambda: generate_report(engine, out_dir=out, formats=fmts, trace_runs=trace_runs or None),
+        lambda: generate_report(
+            engine,
+            out_dir=out,
+            formats=fmts,
+            trace_runs=trace_runs or None,
+            lab_rate_k_ps=lab,
+        ),
         database=describe(engine),
         backoff=Backoff(initial_s=retry_initial, max_s=max(retry_max, retry_initial)),
     )

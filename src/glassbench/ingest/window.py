@@ -11,7 +11,9 @@ quantity, averaged by :func:`glassbench.ingest.properties.store_density`.
 Definitions:
 
 - a frame's fraction is that of the views: the numerator units' count over the sum of the
-  denominator classes (``P_CLASSES`` or ``ANION_CLASSES``), undefined when that sum is 0;
+  denominator classes (``P_CLASSES`` or ``ANION_CLASSES``), undefined when that sum is 0, and
+  undefined for a fraction over units of ``LATER_UNITS`` when the frame has no row of them
+  (analysed before they existed: ``ppend`` of a frame stored before revision 0004);
   a coordination quantity is the frame's ``coordination`` column, undefined when NULL;
 - the window is the run's frames whose stage is one of ``stages`` (plus the ``final`` frame
   with ``include_final``), optionally from a step on, in step order; each quantity uses the
@@ -37,6 +39,7 @@ from glassbench.schema.models import (
     ANION_CLASSES,
     COORDINATION_COLUMNS,
     DEFAULT_ANALYSIS_ID,
+    LATER_UNITS,
     P_CLASSES,
     SPECIATION_FRACTIONS,
     WINDOW_QUANTITIES,
@@ -68,7 +71,8 @@ def _fractions(counts: dict[str, int]) -> dict[str, float | None]:
     out: dict[str, float | None] = {}
     for name, (units, denom) in SPECIATION_FRACTIONS.items():
         total = totals[denom]
-        out[name] = sum(counts.get(u, 0) for u in units) / total if total else None
+        unknown = all(u in LATER_UNITS for u in units) and not any(u in counts for u in units)
+        out[name] = sum(counts.get(u, 0) for u in units) / total if total and not unknown else None
     return out
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import time
@@ -28,7 +29,13 @@ from sqlalchemy.engine import Engine
 
 from glassbench.errors import BadInput
 from glassbench.inputs import probe_writable
-from glassbench.reports.document import FIGURE_NAMES, TABLE_NAMES, build_document
+from glassbench.reports.document import (
+    FIGURE_NAMES,
+    RETIRED_FIGURES,
+    RETIRED_TABLES,
+    TABLE_NAMES,
+    build_document,
+)
 from glassbench.reports.queries import fingerprint, load_report_data
 from glassbench.reports.render import (
     Document,
@@ -45,7 +52,9 @@ log = logging.getLogger(__name__)
 FORMATS = ("html", "md", "csv")
 KIND = "summary"
 # Bump when the report's content changes for the same data, so old fingerprints stop matching.
-LAYOUT_VERSION = 1
+# 2: MAE per protocol and quench rate with uncertainty, structure, extrapolation, dispersion x
+# rate, pictures and traces of every unit (issue 15).
+LAYOUT_VERSION = 2
 HTML_FILE = "report.html"
 MD_FILE = "report.md"
 FIGURE_DIR = "figures"
@@ -75,6 +84,19 @@ def parse_formats(text: str | Sequence[str]) -> tuple[str, ...]:
     if not wanted:
         raise ValueError(f"no format given (known: {', '.join(FORMATS)})")
     return tuple(f for f in FORMATS if f in wanted)
+
+
+def check_lab_rate(value: object) -> float:
+    """The laboratory cooling rate in K/ps as a positive finite float, else BadInput."""
+    try:
+        rate = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise BadInput(f"not a number: {value!r}", field="lab_rate_k_ps") from None
+    if not math.isfinite(rate) or rate <= 0:
+        raise BadInput(
+            f"must be a positive cooling rate in K/ps, got {value!r}", field="lab_rate_k_ps"
+        )
+    return rate
 
 
 def prepare_out_dir(out_dir: Path, formats: Sequence[str] = FORMATS) -> Path:
@@ -133,14 +155,16 @@ def write_document(doc: Document, out_dir: Path, formats: Sequence[str]) -> list
         for t in doc.tables():
             write_atomic(tdir / f"{t.name}.csv", csv_text(t.data))
             written.append(f"{TABLE_DIR}/{t.name}.csv")
-        _remove_stale(tdir, TABLE_NAMES, {t.name for t in doc.tables()}, ".csv")
+        _remove_stale(tdir, (*TABLE_NAMES, *RETIRED_TABLES), {t.name for t in doc.tables()}, ".csv")
     if "md" in formats:
         fdir = out_dir / FIGURE_DIR
         fdir.mkdir(exist_ok=True)
         for f in doc.figures():
             write_atomic(fdir / f"{f.name}.png", f.png)
             written.append(f"{FIGURE_DIR}/{f.name}.png")
-        _remove_stale(fdir, FIGURE_NAMES, {f.name for f in doc.figures()}, ".png")
+        _remove_stale(
+            fdir, (*FIGURE_NAMES, *RETIRED_FIGURES), {f.name for f in doc.figures()}, ".png"
+        )
         write_atomic(out_dir / MD_FILE, to_markdown(doc, figure_dir=FIGURE_DIR))
         written.append(MD_FILE)
     if "html" in formats:
@@ -204,17 +228,25 @@ def generate_report(
     formats: Sequence[str] = FORMATS,
     force: bool = False,
     trace_runs: Sequence[int] | None = None,
+    lab_rate_k_ps: float | None = None,
 ) -> ReportResult:
-    """Generate (or reuse) the report of the database's current data in ``out_dir``."""
+    """Generate (or reuse) the report of the database's current data in ``out_dir``.
+
+    ``lab_rate_k_ps``: the laboratory cooling rate the quench-rate extrapolation reaches for
+    (default ``extrapolation.DEFAULT_LAB_RATE_K_PS``); part of the fingerprint.
+    """
+    from glassbench.reports.extrapolation import DEFAULT_LAB_RATE_K_PS
     from glassbench.service.db import describe
 
     t0 = time.perf_counter()
+    lab_rate = check_lab_rate(DEFAULT_LAB_RATE_K_PS if lab_rate_k_ps is None else lab_rate_k_ps)
     formats = parse_formats(formats)
     out = prepare_out_dir(out_dir, formats)
     data = load_report_data(engine, trace_runs=trace_runs)
     params: dict[str, object] = {
         "layout": LAYOUT_VERSION,
         "trace_runs": sorted(int(r) for r in trace_runs) if trace_runs is not None else None,
+        "lab_rate_k_ps": lab_rate,
     }
     fp = fingerprint(data, params)
     prev_at, prev_formats, prev_files = _previous(engine, fp, str(out))
@@ -234,7 +266,9 @@ def generate_report(
             time.perf_counter() - t0,
             prev_at,
         )
-    doc = build_document(data, fingerprint_hex=fp, database=describe(engine))
+    doc = build_document(
+        data, fingerprint_hex=fp, database=describe(engine), lab_rate_k_ps=lab_rate
+    )
     files = write_document(doc, out, formats)
     # A reused record keeps the files of formats written earlier for the same data.
     kept = [f for f in prev_files if f not in files and (out / f).is_file()] if prev_at else []

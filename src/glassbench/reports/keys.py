@@ -42,6 +42,7 @@ class Key(StrEnum):
     stage = "stage", "Stage"
     step = "step", "Step"
     temperature = "temperature_k", "Temperature", "K"
+    dispersion = "dispersion", "Dispersion"
 
     # --- glass properties (names shared with the `property`/`experiment` tables) ---------
     density = "density_g_cm3", "Density", "g/cm³"
@@ -55,16 +56,33 @@ class Key(StrEnum):
     p1 = "p1", "P1 fraction"
     p1_incl_p1p = "p1_incl_p1p", "P1 (incl. P1P) fraction"
     p2 = "p2", "P2 fraction"
+    p3 = "p3", "P3 fraction"
+    p4 = "p4", "P4 fraction"
     p1p = "p1p", "P1P fraction"
-    p3c = "p3c", "P3c fraction"
+    ppend = "ppend", "P-P chain end fraction"
+    # The study's name for three-coordinated P; the project's P3 (three bridging anions) is a
+    # different unit, so the two never share a label.
+    p3c = "p3c", "P3: (three-coordinated P) fraction"
+    p_other = "p_other", "Other P fraction"
     p2es = "p2es", "P2ES fraction"
     ppchain = "ppchain", "P-P chain fraction"
     bs = "bs", "BS fraction"
     nbs = "nbs", "NBS fraction"
     bo = "bo", "BO fraction"
     nbo = "nbo", "NBO fraction"
+    free_s = "free_s", "Free S fraction"
+    free_o = "free_o", "Free O fraction"
+    over_s = "over_s", "Over-coordinated S fraction"
+    over_o = "over_o", "Over-coordinated O fraction"
     ss_fraction = "ss_fraction", "S in S-S chains fraction"
+    ss_mean_length = "ss_mean_length", "Mean S-S chain length", "S atoms"
+    ss_long_share = "ss_long_share", "S-S chains longer than two (share)"
     na_cn = "na_cn", "Na-(S+O) coordination", "neighbours"
+    na_cn_s = "na_cn_s", "Na-S coordination", "neighbours"
+    na_cn_o = "na_cn_o", "Na-O coordination", "neighbours"
+    na_s_share = "na_s_share", "Na-S share of Na coordination"
+    na_s_peak = "na_s_peak", "Na-S first g(r) peak", "Å"
+    na_o_peak = "na_o_peak", "Na-O first g(r) peak", "Å"
     crystal_volume = "volume_per_formula_unit_a3", "Crystal volume per f.u.", "Å³"
 
     # --- statistics --------------------------------------------------------------------
@@ -73,6 +91,11 @@ class Key(StrEnum):
     mae = "mae", "MAE"
     mean_error = "mean_error", "Mean signed error"
     seed_std = "seed_std_mean", "Mean seed std"
+    mae_lo = "mae_ci_lo", "MAE 95 % CI low"
+    mae_hi = "mae_ci_hi", "MAE 95 % CI high"
+    seed_sd = "seed_sd", "Seed SD"
+    mean_abs_z = "mean_abs_z", "Mean |z|"
+    overlap = "overlap", "Indistinguishable from"
     sim_mean = "sim_mean", "Simulated (seed mean)"
     sim_std = "sim_std", "Seed std"
     exp_value = "exp_value", "Experiment"
@@ -81,6 +104,18 @@ class Key(StrEnum):
     volume = "volume_per_fu_a3", "Relaxed volume per f.u.", "Å³"
     exp_volume = "exp_volume_per_fu_a3", "Experimental volume per f.u.", "Å³"
     deviation_pct = "deviation_pct", "Volume deviation", "%"
+
+    # --- quench-rate extrapolation (reports/extrapolation.py) ---------------------------
+    slope = "slope", "Slope per decade of rate"
+    intercept = "intercept", "Intercept at 1 K/ps"
+    n_rates = "n_rates", "Quench rates"
+    n_runs = "n_runs", "Runs"
+    lab_rate = "lab_rate_k_ps", "Laboratory rate", "K/ps"
+    value_at_lab = "value_at_lab", "Extrapolated value"
+    lab_lo = "lab_lo", "Extrapolated 95 % low"
+    lab_hi = "lab_hi", "Extrapolated 95 % high"
+    extrapolated = "extrapolated", "Extrapolated"
+    decades = "decades", "Decades beyond the slowest rate"
 
 
 # Quantities that can be compared with glass experiments, in report order.
@@ -98,11 +133,34 @@ TREND_PANELS: dict[str, tuple[Key, ...]] = {
     "Na coordination": (Key.na_cn,),
 }
 
-# Units that MLIPs produce but experiment does not show (edge sharing, P-P bonds, S-S chains).
-ARTEFACTS: tuple[Key, ...] = (Key.p3c, Key.p2es, Key.ppchain, Key.ss_fraction)
+# Edge sharing, P-P bonds and three-coordinated P, each as a fraction of all P.
+EDGE_PP_UNITS: tuple[Key, ...] = (Key.p2es, Key.ppchain, Key.ppend, Key.p3c)
 
-# Traced during the quench, per frame.
-TRACE_UNITS: tuple[Key, ...] = (Key.p0, Key.p1, Key.p2, Key.p1p, Key.p3c, Key.p2es)
+# S-S chains as the study's supplementary Table S3 reports them.
+SS_CHAINS: tuple[Key, ...] = (Key.ss_fraction, Key.ss_mean_length, Key.ss_long_share)
+
+# Na environment as the study's supplementary Table S4 reports it, with the coordination numbers.
+NA_ENVIRONMENT: tuple[Key, ...] = (
+    Key.na_s_peak, Key.na_o_peak, Key.na_s_share, Key.na_cn, Key.na_cn_s, Key.na_cn_o,
+)  # fmt: skip
+
+# The disjoint P classes and anion classes, as stored (docs/speciation.md).
+P_UNITS: tuple[Key, ...] = (
+    Key.p0, Key.p1, Key.p2, Key.p3, Key.p4, Key.p1p, Key.ppend, Key.p3c, Key.p_other,
+)  # fmt: skip
+ANION_UNITS: tuple[Key, ...] = (
+    Key.bs, Key.nbs, Key.bo, Key.nbo, Key.free_s, Key.free_o, Key.over_s, Key.over_o,
+)  # fmt: skip
+
+# Traced during the quench, per frame: one figure per group. The P2ES and PPchain flags are
+# drawn dotted beside the disjoint P units. The Na-S share (Na-S over all Na contacts, i.e. the
+# Na-S coordination over the total) is in the traces table, not drawn a second time.
+TRACE_FLAGS: tuple[Key, ...] = (Key.p2es, Key.ppchain)
+TRACE_PANELS: dict[str, tuple[Key, ...]] = {
+    "P units": (*P_UNITS, *TRACE_FLAGS),
+    "Anions": ANION_UNITS,
+    "Na coordination": (Key.na_cn, Key.na_cn_s, Key.na_cn_o),
+}
 
 
 def key_of(name: str) -> Key | None:

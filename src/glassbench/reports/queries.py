@@ -1,7 +1,9 @@
 """Database -> pandas: everything a report reads, and the fingerprint of it.
 
-Only this module talks to the database; :mod:`glassbench.reports.metrics` works on the frames it
-returns. Unit fractions come from the ``frame_fractions`` view (the one definition of a fraction),
+Only this module talks to the database (and :func:`glassbench.reports.pictures.load_examples`,
+which it calls inside the same read transaction); :mod:`glassbench.reports.metrics` works on the
+frames it returns. Columns a database's revision lacks (a quantity added by a later migration)
+are read as missing, never as an error: the report says what it cannot show. Unit fractions come from the ``frame_fractions`` view (the one definition of a fraction),
 but only for the frames a report needs: the view is a GROUP BY over every speciation row, and
 filtering it by a literal list of frame ids lets PostgreSQL push the filter into the grouping
 (on PostgreSQL 300 final frames out of 15,000 take ~10 ms instead of ~250 ms through
@@ -22,29 +24,41 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from glassbench.reports.keys import ARTEFACTS, COMPARABLE, TRACE_UNITS, Key
-from glassbench.schema.models import RUN_PROPERTIES, RunStatus
+from glassbench.reports.keys import ANION_UNITS, COMPARABLE, EDGE_PP_UNITS, P_UNITS, Key
+from glassbench.schema.models import COORDINATION_COLUMNS, RUN_PROPERTIES, RunStatus
 
 # Bound parameters per IN list: well under SQLite's variable limit on every version.
 _CHUNK = 900
 
-_FRACTION_COLUMNS: tuple[str, ...] = tuple(
-    dict.fromkeys(
-        str(k)
-        for k in (*COMPARABLE, *ARTEFACTS, *TRACE_UNITS)
-        if k not in RUN_PROPERTIES and k not in (Key.na_cn, Key.ss_fraction)
-    )
+# Unit fractions the reports read from the frame_fractions view, and per-frame coordination
+# and S-S chain quantities from the coordination table (column names as in run_detail).
+FRACTION_KEYS: tuple[str, ...] = tuple(
+    dict.fromkeys(str(k) for k in (*P_UNITS, Key.p1_incl_p1p, *EDGE_PP_UNITS, *ANION_UNITS))
 )
+COORDINATION_KEYS: tuple[str, ...] = tuple(
+    str(k)
+    for k in (
+        Key.na_cn, Key.na_cn_s, Key.na_cn_o, Key.na_s_share, Key.na_s_peak, Key.na_o_peak,
+        Key.ss_fraction, Key.ss_mean_length, Key.ss_long_share,
+    )
+)  # fmt: skip
 
 RUN_COLUMNS: tuple[str, ...] = (
     Key.run_id, Key.mlip, "family", Key.x, "composition_id", Key.quench_rate, Key.seed,
-    Key.protocol_id, "status", "n_atoms", "final_frame_id",
+    Key.protocol_id, Key.dispersion, "status", "n_atoms", "final_frame_id",
     *RUN_PROPERTIES, *(f"{p}_stderr" for p in RUN_PROPERTIES),
-    *_FRACTION_COLUMNS, Key.na_cn, Key.ss_fraction,
+    *FRACTION_KEYS, *COORDINATION_KEYS,
 )  # fmt: skip
 
 EXPERIMENT_COLUMNS: tuple[str, ...] = (
     "composition_id", "family", Key.x, Key.prop, "value", "uncertainty", "source",
+)  # fmt: skip
+
+PROTOCOL_COLUMNS: tuple[str, ...] = (Key.protocol_id, "protocol", "kind", Key.dispersion)
+
+TRACE_COLUMNS: tuple[str, ...] = (
+    Key.run_id, Key.mlip, Key.x, Key.quench_rate, Key.seed, Key.stage, Key.step,
+    Key.temperature, *FRACTION_KEYS, *COORDINATION_KEYS,
 )  # fmt: skip
 
 
@@ -65,7 +79,14 @@ class ReportData:
     trace_candidates: pd.DataFrame
     """Done runs with analysed, temperature-labelled frames: ``run_id`` and ``n_frames``."""
     traces: pd.DataFrame
-    """Per-frame fractions of the traced runs: run keys, ``stage``, ``step``, ``temperature_k``."""
+    """Per-frame fractions and coordination of the traced runs: run keys, ``stage``, ``step``,
+    ``temperature_k``."""
+    protocols: pd.DataFrame
+    """Every protocol: ``protocol_id``, ``protocol`` (its name, else kind and hash), ``kind`` and
+    the ``dispersion`` its record sets (empty: as the MLIP is registered)."""
+    examples: pd.DataFrame
+    """One real occurrence per unit kind found (:func:`glassbench.reports.pictures.load_examples`),
+    one row per atom."""
 
     @property
     def is_empty(self) -> bool:
@@ -108,13 +129,33 @@ def _by_ids(
     return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
 
 
-def _fractions(conn: Connection, frame_ids: Sequence[int]) -> pd.DataFrame:
-    cols = ", ".join(f"ff.{c}" for c in _FRACTION_COLUMNS)
-    return _by_ids(
-        conn,
-        f"SELECT ff.frame_id, {cols} FROM frame_fractions ff WHERE ff.frame_id IN :ids",
-        frame_ids,
-        ["frame_id", *_FRACTION_COLUMNS],
+def _columns(conn: Connection, relation: str) -> set[str]:
+    """The columns a table or view has at the database's revision; no row is read.
+
+    The report reads what the revision offers (a database not yet upgraded to the revision
+    that added a quantity shows it as missing) instead of failing on an unknown column.
+    """
+    return set(conn.execute(sa.text(f"SELECT * FROM {relation} WHERE 1 = 0")).keys())
+
+
+@dataclass(frozen=True)
+class _Available:
+    fractions: tuple[str, ...]
+    """``frame_fractions`` columns among :data:`FRACTION_KEYS`."""
+    coordination: dict[str, str]
+    """Key of :data:`COORDINATION_KEYS` -> ``coordination`` column."""
+
+
+def _available(conn: Connection) -> _Available:
+    ff = _columns(conn, "frame_fractions")
+    co = _columns(conn, "coordination")
+    return _Available(
+        fractions=tuple(k for k in FRACTION_KEYS if k in ff),
+        coordination={
+            k: COORDINATION_COLUMNS[k]
+            for k in COORDINATION_KEYS
+            if k in COORDINATION_COLUMNS and COORDINATION_COLUMNS[k] in co
+        },
     )
 
 
@@ -128,8 +169,8 @@ def _runs_sql() -> str:
     return f"""
         SELECT r.id AS run_id, m.name AS mlip, c.family AS family, c.x AS x,
                r.composition_id AS composition_id, r.quench_rate_k_ps AS quench_rate_k_ps,
-               r.seed AS seed, r.protocol_id AS protocol_id, r.status AS status,
-               r.n_atoms AS n_atoms, rf.frame_id AS final_frame_id, {names}
+               r.seed AS seed, r.protocol_id AS protocol_id, m.dispersion AS mlip_dispersion,
+               r.status AS status, r.n_atoms AS n_atoms, rf.frame_id AS final_frame_id, {names}
         FROM run r
         JOIN mlip m ON m.id = r.mlip_id
         JOIN composition c ON c.id = r.composition_id
@@ -145,21 +186,24 @@ DEFAULT_COORDINATION = "AND co.analysis_id = 1"
 DEFAULT_WINDOW = "AND analysis_id = 1"
 
 
-def _final_frames(conn: Connection, frame_ids: Sequence[int]) -> pd.DataFrame:
-    cols = ", ".join(f"ff.{c}" for c in _FRACTION_COLUMNS)
+def _frame_values(
+    conn: Connection, frame_ids: Sequence[int], avail: _Available, *, id_name: str
+) -> pd.DataFrame:
+    """Fractions and coordination quantities of the given frames, one row per frame."""
+    cols = [f"ff.{c}" for c in avail.fractions]
+    cols += [f"co.{col} AS {k}" for k, col in avail.coordination.items()]
     # Speciation and coordination are written together (repos.add_analysis), so joining
     # coordination onto the fractions loses nothing.
     return _by_ids(
         conn,
         f"""
-        SELECT ff.frame_id AS final_frame_id, {cols}, co.na_cn_mean AS na_cn,
-               co.ss_fraction AS ss_fraction
+        SELECT ff.frame_id AS {id_name}{"".join(", " + c for c in cols)}
         FROM frame_fractions ff LEFT JOIN coordination co
           ON co.frame_id = ff.frame_id {DEFAULT_COORDINATION}
         WHERE ff.frame_id IN :ids
         """,
         frame_ids,
-        ["final_frame_id", *_FRACTION_COLUMNS, "na_cn", "ss_fraction"],
+        [id_name, *avail.fractions, *avail.coordination],
     )
 
 
@@ -179,26 +223,75 @@ def _with_window_means(conn: Connection, runs: pd.DataFrame) -> pd.DataFrame:
     wide = ws.pivot_table(index="run_id", columns="quantity", values="mean", aggfunc="first")
     out = runs.set_index(Key.run_id, drop=False)
     windowed = out.index.isin(wide.index)
-    for col in (*_FRACTION_COLUMNS, Key.na_cn, Key.ss_fraction):
+    for col in (*FRACTION_KEYS, *COORDINATION_KEYS):
         if col in out.columns:
             vals = wide[col] if col in wide.columns else pd.Series(dtype=float)
             out.loc[windowed, col] = out.index[windowed].map(vals).astype(float)
     return out.reset_index(drop=True)
 
 
-def load_runs(conn: Connection) -> pd.DataFrame:
-    """One row per run: the columns of ``run_detail`` that reports use (any status)."""
+def load_protocols(conn: Connection) -> pd.DataFrame:
+    """Every protocol with its label and the dispersion its record sets (None: the MLIP's)."""
+    rows = conn.execute(sa.text("SELECT * FROM protocol ORDER BY id")).mappings().all()
+    out = []
+    for r in rows:
+        try:
+            params = json.loads(r["params_json"] or "{}")
+        except ValueError:
+            params = {}
+        disp = params.get("dispersion") if isinstance(params, dict) else None
+        # As the run_detail view labels a protocol (schema/views.py PROTOCOL_LABEL); the name
+        # column exists from revision 0002 on.
+        name = r.get("name")
+        label = name if name else f"{r['kind']} {str(r['content_hash'])[:8]}"
+        out.append((int(r["id"]), label, r["kind"], str(disp) if disp is not None else None))
+    return pd.DataFrame(out, columns=list(PROTOCOL_COLUMNS))
+
+
+def load_runs(
+    conn: Connection,
+    *,
+    protocols: pd.DataFrame | None = None,
+    quantities: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """One row per run: the columns of ``run_detail`` that reports use (any status), and the
+    run's ``dispersion``: its protocol's when the protocol sets one, else the MLIP's.
+
+    ``quantities``: only these fractions and coordination quantities are read (the others are
+    left out of the result); None reads them all. The view computes only the fractions asked
+    for, which is most of what the MAE query costs.
+    """
+    avail = _available(conn)
+    if quantities is not None:
+        wanted = {str(q) for q in quantities}
+        avail = _Available(
+            fractions=tuple(c for c in avail.fractions if c in wanted),
+            coordination={k: c for k, c in avail.coordination.items() if k in wanted},
+        )
+    columns = [
+        c
+        for c in RUN_COLUMNS
+        if quantities is None or c not in (*FRACTION_KEYS, *COORDINATION_KEYS) or c in wanted
+    ]
     runs = _frame(conn, _runs_sql())
     frame_ids = [int(f) for f in runs["final_frame_id"].dropna()]
-    final = _final_frames(conn, frame_ids)
+    final = _frame_values(conn, frame_ids, avail, id_name="final_frame_id")
     runs = runs.merge(final, on="final_frame_id", how="left") if not final.empty else runs
-    runs = _with_window_means(conn, runs)
-    for c in RUN_COLUMNS:
+    for c in columns:
         if c not in runs.columns:
             runs[c] = float("nan")
-    runs = runs[list(RUN_COLUMNS)]
-    text = (Key.mlip, "family", "status", Key.run_id, Key.seed)
-    runs = _numeric(runs, [c for c in RUN_COLUMNS if c not in text])
+    runs = _with_window_means(conn, runs)
+    if protocols is None:
+        protocols = load_protocols(conn)
+    by_protocol = protocols.set_index(Key.protocol_id)[Key.dispersion].dropna()
+    if runs.empty:
+        runs[Key.dispersion] = pd.Series(dtype=object)
+    else:
+        own = runs[Key.protocol_id].map(by_protocol)
+        runs[Key.dispersion] = own.where(own.notna(), runs["mlip_dispersion"])
+    runs = runs[columns]
+    text = (Key.mlip, "family", "status", Key.run_id, Key.seed, Key.dispersion)
+    runs = _numeric(runs, [c for c in columns if c not in text])
     return runs.sort_values(Key.run_id, kind="stable").reset_index(drop=True)
 
 
@@ -233,22 +326,32 @@ def _snapshot(engine: Engine) -> Iterator[Connection]:
 
 
 def load_mae_inputs(engine: Engine) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Runs and glass experiments: all the MAE table needs (one read transaction)."""
+    """Runs and glass experiments: all the MAE table needs (one read transaction). The runs
+    carry the quantities that can be compared with experiment (``keys.COMPARABLE``) only."""
     with _snapshot(engine) as conn:
-        return load_runs(conn), load_experiment(conn)
+        return load_runs(conn, quantities=[str(k) for k in COMPARABLE]), load_experiment(conn)
 
 
 def _trace_candidates(conn: Connection) -> pd.DataFrame:
+    # The thermo table is looked up only for frames without a nominal temperature (a join
+    # scanned all of its millions of rows), and an analysed frame is found by its one
+    # coordination row (written with its speciation rows, repos.add_analysis) instead of
+    # among the twenty-odd speciation rows of every frame.
     return _frame(
         conn,
         """
         SELECT f.run_id AS run_id, COUNT(*) AS n_frames
         FROM frame f
         JOIN run r ON r.id = f.run_id
-        LEFT JOIN thermo t ON t.run_id = f.run_id AND t.step = f.step
         WHERE r.status = :done AND f.stage <> 'strain'
-          AND COALESCE(f.temperature_k, t.temperature_k) IS NOT NULL
-          AND EXISTS (SELECT 1 FROM speciation s WHERE s.frame_id = f.id)
+          AND (
+            f.temperature_k IS NOT NULL
+            OR EXISTS (
+              SELECT 1 FROM thermo t
+              WHERE t.run_id = f.run_id AND t.step = f.step AND t.temperature_k IS NOT NULL
+            )
+          )
+          AND EXISTS (SELECT 1 FROM coordination co WHERE co.frame_id = f.id)
         GROUP BY f.run_id
         ORDER BY f.run_id
         """,
@@ -273,9 +376,11 @@ def _traces(conn: Connection, run_ids: Sequence[int]) -> pd.DataFrame:
         run_ids,
         ["run_id", "frame_id", "stage", "step", "temperature_k"],
     )
-    fr = _fractions(conn, [int(i) for i in frames["frame_id"]])
-    out = frames.merge(fr, on="frame_id", how="inner").drop(columns="frame_id")
-    out = _numeric(out, ("temperature_k", *_FRACTION_COLUMNS))
+    values = _frame_values(
+        conn, [int(i) for i in frames["frame_id"]], _available(conn), id_name="frame_id"
+    )
+    out = frames.merge(values, on="frame_id", how="inner").drop(columns="frame_id")
+    out = _numeric(out, ("temperature_k", *FRACTION_KEYS, *COORDINATION_KEYS))
     return out.sort_values(["run_id", "step"], kind="stable").reset_index(drop=True)
 
 
@@ -302,9 +407,12 @@ def load_report_data(engine: Engine, *, trace_runs: Sequence[int] | None = None)
     ``trace_runs``: run ids whose frames are traced vs temperature; default one per MLIP
     (:func:`choose_trace_runs`). Unknown ids are ignored (the report lists what it traced).
     """
+    from glassbench.reports.pictures import load_examples
+
     with _snapshot(engine) as conn:
         mlips = _frame(conn, "SELECT name AS mlip, arch FROM mlip ORDER BY name")
-        runs = load_runs(conn)
+        protocols = load_protocols(conn)
+        runs = load_runs(conn, protocols=protocols)
         experiment = load_experiment(conn)
         crystal_experiment = _numeric(
             _frame(
@@ -336,10 +444,12 @@ def load_report_data(engine: Engine, *, trace_runs: Sequence[int] | None = None)
             known = set(candidates["run_id"].astype(int)) if not candidates.empty else set()
             chosen = sorted({int(r) for r in trace_runs} & known)
         traces = _traces(conn, chosen)
+        examples = load_examples(conn, runs)
     if not traces.empty:
         traces = traces.merge(
             runs[[Key.run_id, Key.mlip, Key.x, Key.quench_rate, Key.seed]], on="run_id"
         )
+    traces = traces.reindex(columns=list(TRACE_COLUMNS))
     return ReportData(
         mlips=mlips,
         runs=runs,
@@ -348,6 +458,8 @@ def load_report_data(engine: Engine, *, trace_runs: Sequence[int] | None = None)
         crystals=crystals,
         trace_candidates=candidates,
         traces=traces,
+        protocols=protocols,
+        examples=examples,
     )
 
 

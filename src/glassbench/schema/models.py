@@ -77,7 +77,7 @@ EXPERIMENT_PROPERTIES = (
 
 # Speciation vocabulary (counts per frame, long format); see docs/speciation.md.
 SPECIATION_UNITS = (
-    "P0", "P1", "P2", "P3", "P4", "P1P", "P3c", "P_other", "P2ES", "PPchain",
+    "P0", "P1", "P2", "P3", "P4", "P1P", "PPend", "P3c", "P_other", "P2ES", "PPchain",
     "BS", "NBS", "BO", "NBO", "free_S", "free_O", "over_S", "over_O",
     "S_in_chains", "n_P", "n_S", "n_O", "n_Na",
 )  # fmt: skip
@@ -85,7 +85,7 @@ SPECIATION_UNITS = (
 # Unit fractions of a frame: column -> (numerator units, denominator), the denominator being
 # the sum over P_CLASSES ("n_p") or over ANION_CLASSES ("n_anion"); NULL when it is 0. The one
 # definition behind the views (schema/views.py) and the window averages (ingest/window.py).
-P_CLASSES = ("P0", "P1", "P2", "P3", "P4", "P1P", "P3c", "P_other")
+P_CLASSES = ("P0", "P1", "P2", "P3", "P4", "P1P", "PPend", "P3c", "P_other")
 ANION_CLASSES = ("BS", "NBS", "BO", "NBO", "free_S", "free_O", "over_S", "over_O")
 SPECIATION_FRACTIONS: dict[str, tuple[tuple[str, ...], str]] = {
     "p0": (("P0",), "n_p"),
@@ -94,6 +94,7 @@ SPECIATION_FRACTIONS: dict[str, tuple[tuple[str, ...], str]] = {
     "p3": (("P3",), "n_p"),
     "p4": (("P4",), "n_p"),
     "p1p": (("P1P",), "n_p"),
+    "ppend": (("PPend",), "n_p"),
     "p1_incl_p1p": (("P1", "P1P"), "n_p"),
     "p3c": (("P3c",), "n_p"),
     "p_other": (("P_other",), "n_p"),
@@ -115,7 +116,15 @@ COORDINATION_COLUMNS: dict[str, str] = {
     "na_cn_o": "na_cn_o_mean",
     "ss_fraction": "ss_fraction",
     "ss_mean_length": "ss_mean_length",
+    "na_s_share": "na_s_share",
+    "na_s_peak": "na_s_peak_a",
+    "na_o_peak": "na_o_peak_a",
+    "ss_long_share": "ss_long_share",
 }
+# Units added after frames were first stored (revision 0004): a frame analysed before has no
+# row for them, so a fraction over them is unknown there (NULL in the views and windows), not
+# 0: its chain ends were counted in P1P then.
+LATER_UNITS = ("PPend",)
 # Per-frame quantities averaged over a run's production window (`window_stat`).
 WINDOW_QUANTITIES = (*SPECIATION_FRACTIONS, *COORDINATION_COLUMNS)
 
@@ -346,6 +355,19 @@ class Coordination(SQLModel, table=True):
     ss_chains_json: str = Field(default="{}")
     cutoffs_json: str = Field(description="Pair cutoffs in Å used for this analysis.")
     analysis_id: int = _analysis_id_field("The analysis (cutoff set) of this row.")
+    # Last, where migration 0004 added them; NULL in rows analysed before it.
+    na_s_share: float | None = Field(
+        default=None, description="Na-S contacts / (Na-S + Na-O contacts); NULL without any."
+    )
+    na_s_peak_a: float | None = Field(
+        default=None, description="First peak of the partial g(r) Na-S in Å."
+    )
+    na_o_peak_a: float | None = Field(
+        default=None, description="First peak of the partial g(r) Na-O in Å."
+    )
+    ss_long_share: float | None = Field(
+        default=None, description="S-S chains of more than two S / all chains; NULL without any."
+    )
 
 
 class Property(SQLModel, table=True):

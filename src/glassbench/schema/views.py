@@ -2,9 +2,10 @@
 
 The SQL is portable between SQLite and PostgreSQL (window functions, CASE, CTEs only).
 Each released set of views is frozen under a version name because migrations import it:
-``VIEWS_V1`` and ``VIEWS_V2`` live, self-contained, in :mod:`glassbench.schema.views_v1` and
-:mod:`glassbench.schema.views_v2`; ``VIEWS_V3`` is built here from the current vocabulary and
-is frozen in turn once a ``VIEWS_V4`` appears.
+``VIEWS_V1``, ``VIEWS_V2`` and ``VIEWS_V3`` live, self-contained, in
+:mod:`glassbench.schema.views_v1`, :mod:`glassbench.schema.views_v2` and
+:mod:`glassbench.schema.views_v3`; ``VIEWS_V4`` is built here from the current vocabulary and
+is frozen in turn once a ``VIEWS_V5`` appears.
 
 Every view but ``run_summary_by_analysis`` and ``cross_eval`` shows the ``default`` analysis
 (``analysis_id = 1``: the cutoffs the frames were stored with); other analyses
@@ -13,14 +14,16 @@ Every view but ``run_summary_by_analysis`` and ``cross_eval`` shows the ``defaul
 - ``run_final_frame``: the frame that stands for a run's final structure (stage ``final``
   if present, otherwise the last non-strain frame).
 - ``frame_fractions``: unit fractions per analysed frame (P units over all P, anion classes
-  over all S+O).
+  over all S+O). A fraction over a unit of ``LATER_UNITS`` (``ppend``) is NULL for a frame
+  analysed before that unit existed (no row for it), not 0.
 - ``run_detail``: one row per run with keys, the protocol's name, properties and structure.
   A run with window statistics (``window_stat``, written at the end of a run by
   :func:`glassbench.ingest.window.store_window_stats`) shows the window means under the
-  quantity's column (``p0``, ..., ``na_cn``, ``ss_mean_length``), their block-average standard
-  errors as ``<q>_stderr`` and the number of window frames as ``window_frames``; a run without
-  any (ingested, or finished before windows existed) shows its final-frame values there, with
-  NULL errors. ``<q>_final`` is always the final frame's value.
+  quantity's column (``p0``, ..., ``na_cn``, ``ss_mean_length``, ``na_s_share``, ...), their
+  block-average standard errors as ``<q>_stderr`` and the number of window frames as
+  ``window_frames``; a run without any (ingested, or finished before windows existed) shows
+  its final-frame values there, with NULL errors. ``<q>_final`` is always the final frame's
+  value.
 - ``run_summary``: the contract subset of ``run_detail`` (docs/architecture.md, "Views").
 - ``run_value``: long format (run, property, value) of every comparable quantity of done runs.
 - ``mlip_mae``: one row per MLIP x property: n, MAE and mean signed error against experiment,
@@ -39,6 +42,7 @@ from glassbench.schema.models import (
     ANION_CLASSES,
     COORDINATION_COLUMNS,
     FRACTION_PROPERTIES,
+    LATER_UNITS,
     P_CLASSES,
     RUN_PROPERTIES,
     SPECIATION_FRACTIONS,
@@ -46,6 +50,7 @@ from glassbench.schema.models import (
 )
 from glassbench.schema.views_v1 import VIEWS_V1
 from glassbench.schema.views_v2 import VIEWS_V2
+from glassbench.schema.views_v3 import VIEWS_V3
 
 __all__ = [
     "CURRENT_VIEWS",
@@ -54,6 +59,7 @@ __all__ = [
     "VIEWS_V1",
     "VIEWS_V2",
     "VIEWS_V3",
+    "VIEWS_V4",
     "create_views_sql",
     "drop_views_sql",
 ]
@@ -65,6 +71,10 @@ _DEFAULT = 1
 
 def _count(units: tuple[str, ...]) -> str:
     names = ", ".join(f"'{u}'" for u in units)
+    if all(u in LATER_UNITS for u in units):
+        # No ELSE: the sum is NULL for a frame with no row of these units (analysed before
+        # they existed), as ingest/window.py's fractions are.
+        return f"SUM(CASE WHEN s.unit IN ({names}) THEN s.count END)"
     return f"SUM(CASE WHEN s.unit IN ({names}) THEN s.count ELSE 0 END)"
 
 
@@ -301,13 +311,39 @@ FROM errors
 GROUP BY mlip, property
 """
 
+# The same errors per protocol and quench rate (issue 15): a glass quenched at 0.5 K/ps and one
+# at 5 K/ps are different measurements, so this view never pools them. `mlip_mae` keeps the
+# pooled contract of the first release (crystal volumes included); the report computes these
+# numbers, with their bootstrap intervals, in pandas (reports/uncertainty.py).
+_MLIP_MAE_BY_RATE = f"""
+WITH sim AS (
+  SELECT mlip, protocol_id, composition_id, quench_rate_k_ps, property, AVG(value) AS value
+  FROM run_value
+  GROUP BY mlip, protocol_id, composition_id, quench_rate_k_ps, property
+),
+exp AS (
+  SELECT composition_id, property, AVG(value) AS value
+  FROM experiment
+  WHERE composition_id IS NOT NULL
+  GROUP BY composition_id, property
+)
+SELECT sim.mlip AS mlip, sim.protocol_id AS protocol_id, {PROTOCOL_LABEL} AS protocol,
+       sim.quench_rate_k_ps AS quench_rate_k_ps, sim.property AS property, COUNT(*) AS n,
+       AVG(ABS(sim.value - exp.value)) AS mae, AVG(sim.value - exp.value) AS mean_error
+FROM sim
+JOIN exp ON exp.composition_id = sim.composition_id AND exp.property = sim.property
+JOIN protocol pt ON pt.id = sim.protocol_id
+GROUP BY sim.mlip, sim.protocol_id, pt.name, pt.kind, pt.content_hash, sim.quench_rate_k_ps,
+         sim.property
+"""
+
 
 def _summary_sql() -> str:
     return "SELECT " + ", ".join(RUN_SUMMARY_COLUMNS) + " FROM run_detail"
 
 
-# Frozen once a later version exists: migration 0003 imports it.
-VIEWS_V3: tuple[tuple[str, str], ...] = (
+# Frozen once a later version exists: migration 0004 imports it.
+VIEWS_V4: tuple[tuple[str, str], ...] = (
     ("run_final_frame", _RUN_FINAL_FRAME),
     ("frame_fractions", _frame_fractions_sql()),
     ("run_detail", _run_detail_sql()),
@@ -316,9 +352,10 @@ VIEWS_V3: tuple[tuple[str, str], ...] = (
     ("mlip_mae", _MLIP_MAE),
     ("run_summary_by_analysis", _by_analysis_sql()),
     ("cross_eval", _CROSS_EVAL),
+    ("mlip_mae_by_rate", _MLIP_MAE_BY_RATE),
 )
 
-CURRENT_VIEWS = VIEWS_V3
+CURRENT_VIEWS = VIEWS_V4
 
 
 def create_views_sql(views: tuple[tuple[str, str], ...] = CURRENT_VIEWS) -> list[str]:

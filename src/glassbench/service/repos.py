@@ -522,6 +522,10 @@ def coordination_row(
         "ss_mean_length": _clean(ss.mean_length),
         "ss_chains_json": json.dumps({str(k): int(v) for k, v in ss.chains.items()}),
         "cutoffs_json": canonical_json(analysis.cutoffs),
+        "na_s_share": _clean(na.s_share),
+        "na_s_peak_a": _clean(na.peak_S),
+        "na_o_peak_a": _clean(na.peak_O),
+        "ss_long_share": _clean(ss.long_share),
     }
 
 

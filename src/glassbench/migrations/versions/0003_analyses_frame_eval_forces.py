@@ -26,8 +26,9 @@ import sqlalchemy as sa
 import sqlmodel.sql.sqltypes
 from alembic import op
 
-from glassbench.schema.views import VIEWS_V3, create_views_sql, drop_views_sql
+from glassbench.schema.views import create_views_sql, drop_views_sql
 from glassbench.schema.views_v2 import VIEWS_V2
+from glassbench.schema.views_v3 import VIEWS_V3
 
 revision = "0003"
 down_revision = "0002"
