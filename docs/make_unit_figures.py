@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from glassbench.analysis import DEFAULT_CUTOFFS, FrameAnalysis, analyze_frame
+from glassbench.reports.pictures import rotations
 
 B_PS, B_PO, B_PP, B_SS = 2.05, 1.55, 2.25, 2.05
 TETRA = float(np.arccos(-1.0 / 3.0))
@@ -489,21 +490,6 @@ def check(unit: Unit, res: FrameAnalysis) -> list[str]:
 # --------------------------------------------------------------------------- drawing
 
 
-def _rotations(n: int, seed: int = 7) -> np.ndarray:
-    """``n`` rotation matrices, uniformly random (deterministic: fixed seed), plus identity."""
-    q = np.random.default_rng(seed).normal(size=(n, 4))
-    q /= np.linalg.norm(q, axis=1, keepdims=True)
-    w, x, y, z = q.T
-    rot = np.stack(
-        [
-            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-        ]
-    ).transpose(2, 0, 1)
-    return np.concatenate([np.eye(3)[None], rot])
-
-
 def _view(unit: Unit, bond_list: list[tuple[int, int]]) -> np.ndarray:
     """Coordinates rotated to the clearest orthographic view: the fewest overlapping balls,
     then the least foreshortened bonds, among a fixed set of orientations."""
@@ -515,7 +501,7 @@ def _view(unit: Unit, bond_list: list[tuple[int, int]]) -> np.ndarray:
     bj = np.array([j for _, j in bond_list], dtype=int)
     length = np.linalg.norm(c[bi] - c[bj], axis=1) if len(bi) else np.ones(0)
     best, best_score = c, np.inf
-    for rot in _rotations(3000):
+    for rot in rotations(3000):
         r = c @ rot.T
         d2 = np.linalg.norm(r[:, None, :2] - r[None, :, :2], axis=-1)[iu]
         overlap = float(np.sum(np.clip(need - d2, 0.0, None) ** 2))

@@ -396,7 +396,7 @@ def _principal(xyz: NDArray[np.float64]) -> NDArray[np.float64]:
     return np.asarray(c @ axes.T, dtype=np.float64)
 
 
-def _rotations(n: int, seed: int = 7) -> NDArray[np.float64]:
+def rotations(n: int, seed: int = 7) -> NDArray[np.float64]:
     """The identity and ``n`` rotations uniform over SO(3) (fixed seed: deterministic)."""
     q = np.random.default_rng(seed).normal(size=(n, 4))
     q /= np.linalg.norm(q, axis=1, keepdims=True)
@@ -428,7 +428,7 @@ def _view(
     c = _principal(xyz)
     if len(c) < 2:
         return c
-    rs = np.einsum("kab,nb->kna", _rotations(_VIEWS), c)  # (views, atoms, 3)
+    rs = np.einsum("kab,nb->kna", rotations(_VIEWS), c)  # (views, atoms, 3)
     ia, ib = np.triu_indices(len(c), 1)
     need = radii[ia] + radii[ib] + 0.25
     weight = np.where(unit[ia] | unit[ib], 3.0, 1.0)
